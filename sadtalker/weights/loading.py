@@ -1,0 +1,82 @@
+"""One loading path for every checkpoint: a flat ``{key: tensor}`` view, split by prefix, loaded strictly.
+
+Flat keys follow the layout TSVs of the reference: safetensors keys as stored; torch pickles (a dict of
+state dicts) as ``<top-level key>/<state_dict key>``, e.g. ``mapping/fc_exp.weight``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sadtalker.errors import WeightsError
+
+log = logging.getLogger(__name__)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file into a flat ``{key: tensor}`` dict on the CPU.
+
+    safetensors files are read as they are. Pickles (``.pth``, ``.pth.tar``) are only ever read with
+    ``torch.load(weights_only=True)``, so a file that would execute code is refused.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"checkpoint not found: {path}")
+    if path.name.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as exc:  # safetensors raises its own SafetensorError
+            raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(
+            f"{path}: refused to load (only plain tensors are accepted, weights_only=True): {exc}"
+        ) from exc
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"{path}: expected a dict of state dicts, got {type(obj).__name__}")
+    flat: dict[str, torch.Tensor] = {}
+    for top, value in obj.items():
+        if isinstance(value, Mapping):
+            for key, tensor in value.items():
+                if isinstance(tensor, torch.Tensor):
+                    flat[f"{top}/{key}"] = tensor
+        elif isinstance(value, torch.Tensor):
+            flat[str(top)] = value
+    return flat
+
+
+def sub_state_dict(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors whose key starts with ``prefix``, with the prefix removed (prefix form, not substring)."""
+    out = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+    if not out:
+        raise WeightsError(f"no tensor under prefix {prefix!r} in the checkpoint")
+    return out
+
+
+def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what: str = "") -> nn.Module:
+    """Load ``state`` into ``module`` with ``strict=True``; a mismatch names the missing/unexpected keys."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    bad_shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or bad_shapes:
+        name = what or type(module).__name__
+        raise WeightsError(
+            f"{name}: checkpoint does not match the network: "
+            f"{len(missing)} missing {missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}, "
+            f"{len(bad_shapes)} wrong shapes {bad_shapes[:3]}"
+        )
+    module.load_state_dict(dict(state), strict=True)
+    return module

@@ -1,0 +1,114 @@
+"""The official weight files as typed metadata (SPEC.md §1.1, §1.4) and the local cache directory."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_RELEASE = "https://github.com/OpenTalker/SadTalker/releases/download/v0.0.2-rc/"
+_LEGACY = "https://github.com/Winfredy/SadTalker/releases/download/v0.0.2/"
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One downloadable checkpoint file.
+
+    ``networks`` maps each sub-network to the key prefix that holds it in the file's flat key space
+    (safetensors: ``"generator."``; torch pickles, flattened as ``top/rest``: ``"mapping/"``).
+    """
+
+    name: str
+    urls: tuple[str, ...]
+    sha256: str | None
+    size: int | None
+    networks: dict[str, str] = field(default_factory=dict)
+    licence: str = "Apache-2.0 (OpenTalker/SadTalker)"
+    legacy: bool = False
+
+    @property
+    def is_safetensors(self) -> bool:
+        return self.name.endswith(".safetensors")
+
+
+def _sadtalker_file(name: str, sha256: str, size: int | None) -> WeightFile:
+    return WeightFile(
+        name=name,
+        urls=(_RELEASE + name,),
+        sha256=sha256,
+        size=size,
+        networks={
+            "face_3drecon": "face_3drecon.",
+            "audio2exp": "audio2exp.",
+            "audio2pose": "audio2pose.",
+            "kp_extractor": "kp_extractor.",
+            "generator": "generator.",
+        },
+    )
+
+
+REGISTRY: dict[str, WeightFile] = {
+    f.name: f
+    for f in (
+        _sadtalker_file(
+            "SadTalker_V0.0.2_256.safetensors",
+            "c211f5d6de003516bf1bbda9f47049a4c9c99133b1ab565c6961e5af16477bff",
+            None,  # about 725 MB; exact byte count not published
+        ),
+        _sadtalker_file(
+            "SadTalker_V0.0.2_512.safetensors",
+            "0e063f7ff5258240bdb0f7690783a7b1374e6a4a81ce8fa33456f4cd49694340",
+            None,  # about 725 MB; exact byte count not published
+        ),
+        WeightFile(
+            name="mapping_00229-model.pth.tar",
+            urls=(_RELEASE + "mapping_00229-model.pth.tar", _LEGACY + "mapping_00229-model.pth.tar"),
+            sha256="62a1e06006cc963220f6477438518ed86e9788226c62ae382ddc42fbcefb83f1",
+            size=None,
+            networks={"mapping": "mapping/"},
+        ),
+        WeightFile(
+            name="mapping_00109-model.pth.tar",
+            urls=(_RELEASE + "mapping_00109-model.pth.tar", _LEGACY + "mapping_00109-model.pth.tar"),
+            sha256="84a8642468a3fcfdd9ab6be955267043116c2bec2284686a5262f1eaf017f64c",
+            size=None,
+            networks={"mapping": "mapping/"},
+        ),
+        # Legacy pickles (--old_version in the reference). Hashes unknown here: verified by size only.
+        WeightFile("epoch_20.pth", (_LEGACY + "epoch_20.pth",), None, None, {"face_3drecon": "net_recon/"}, legacy=True),
+        WeightFile(
+            "auido2exp_00300-model.pth", (_LEGACY + "auido2exp_00300-model.pth",), None, None,
+            {"audio2exp": "model/"}, legacy=True,
+        ),
+        WeightFile(
+            "auido2pose_00140-model.pth", (_LEGACY + "auido2pose_00140-model.pth",), None, None,
+            {"audio2pose": "model/"}, legacy=True,
+        ),
+        WeightFile(
+            "facevid2vid_00189-model.pth.tar", (_LEGACY + "facevid2vid_00189-model.pth.tar",), None, None,
+            {"generator": "generator/", "kp_extractor": "kp_detector/", "he_estimator": "he_estimator/"},
+            legacy=True,
+        ),
+    )
+}  # fmt: skip
+
+
+def sadtalker_file(size: int) -> WeightFile:
+    """The safetensors file holding every network but the mapping net, for render size 256 or 512."""
+    if size not in (256, 512):
+        raise ValueError(f"size must be 256 or 512, got {size}")
+    return REGISTRY[f"SadTalker_V0.0.2_{size}.safetensors"]
+
+
+def mapping_file(preprocess: str) -> WeightFile:
+    """mapping_00109 (coeff_nc 73) for the full modes, mapping_00229 (coeff_nc 70) otherwise (SPEC §1.2)."""
+    return REGISTRY["mapping_00109-model.pth.tar" if "full" in preprocess else "mapping_00229-model.pth.tar"]
+
+
+def cache_dir() -> Path:
+    """Where official and synthetic weights live: ``$SADTALKER_HOME`` or ``~/.cache/sadtalker``."""
+    env = os.environ.get("SADTALKER_HOME")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "sadtalker"
