@@ -91,3 +91,22 @@ def official_layout(name: str) -> list[LayoutRow]:
             dtype = str(tensor.dtype).removeprefix("torch.")
             rows.append((f"{top}{sep}{key}", dtype, tuple(tensor.shape)))
     return rows
+
+
+def module_layout(module: nn.Module, prefix: str) -> list[LayoutRow]:
+    """Layout rows of one network as it sits in a file under ``prefix`` (``"generator."``, ``"mapping/"``)."""
+    return [
+        (prefix + key, str(tensor.dtype).removeprefix("torch."), tuple(tensor.shape))
+        for key, tensor in module.state_dict().items()
+    ]
+
+
+def synthetic_network_state(module: nn.Module, prefix: str, seed: int) -> dict[str, torch.Tensor]:
+    """The synthetic state dict of one network (prefix stripped), as it would be read from the full file.
+
+    Cheaper than writing the 725 MB file when only one network is needed (conformance stages, tests).
+    """
+    from sadtalker.weights.synthetic import synthetic_state
+
+    state = synthetic_state(module_layout(module, prefix), seed)
+    return {key[len(prefix) :]: torch.from_numpy(array) for key, array in state.items()}
