@@ -51,9 +51,13 @@ def _line(check: Check) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("golden_dir", type=Path)
-    parser.add_argument("--stages", default="".join(STAGE_MODULES), help="stage letters to run (default: all)")
+    parser.add_argument(
+        "--stages", default="".join(STAGE_MODULES), help="stage letters to run (default: all)"
+    )
     args = parser.parse_args(argv)
     if not (args.golden_dir / "meta.json").is_file():
         parser.error(f"{args.golden_dir} has no meta.json: not a golden directory")

@@ -61,7 +61,11 @@ def _facevid2vid() -> dict[str, nn.Module]:
     from sadtalker.render.he_estimator import HEEstimator
     from sadtalker.render.keypoint_detector import KPDetector
 
-    return {"generator": OcclusionAwareSPADEGenerator(), "kp_detector": KPDetector(), "he_estimator": HEEstimator()}
+    return {
+        "generator": OcclusionAwareSPADEGenerator(),
+        "kp_detector": KPDetector(),
+        "he_estimator": HEEstimator(),
+    }
 
 
 # file name -> (children builder, key separator: "." for safetensors, "/" for torch pickles)

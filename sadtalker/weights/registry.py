@@ -47,6 +47,10 @@ def _sadtalker_file(name: str, sha256: str, size: int | None) -> WeightFile:
     )
 
 
+def _legacy_file(name: str, networks: dict[str, str]) -> WeightFile:
+    return WeightFile(name, (_LEGACY + name,), sha256=None, size=None, networks=networks, legacy=True)
+
+
 REGISTRY: dict[str, WeightFile] = {
     f.name: f
     for f in (
@@ -74,23 +78,16 @@ REGISTRY: dict[str, WeightFile] = {
             size=None,
             networks={"mapping": "mapping/"},
         ),
-        # Legacy pickles (--old_version in the reference). Hashes unknown here: verified by size only.
-        WeightFile("epoch_20.pth", (_LEGACY + "epoch_20.pth",), None, None, {"face_3drecon": "net_recon/"}, legacy=True),
-        WeightFile(
-            "auido2exp_00300-model.pth", (_LEGACY + "auido2exp_00300-model.pth",), None, None,
-            {"audio2exp": "model/"}, legacy=True,
-        ),
-        WeightFile(
-            "auido2pose_00140-model.pth", (_LEGACY + "auido2pose_00140-model.pth",), None, None,
-            {"audio2pose": "model/"}, legacy=True,
-        ),
-        WeightFile(
-            "facevid2vid_00189-model.pth.tar", (_LEGACY + "facevid2vid_00189-model.pth.tar",), None, None,
+        # Legacy pickles (--old_version in the reference). Their hashes are not published.
+        _legacy_file("epoch_20.pth", {"face_3drecon": "net_recon/"}),
+        _legacy_file("auido2exp_00300-model.pth", {"audio2exp": "model/"}),
+        _legacy_file("auido2pose_00140-model.pth", {"audio2pose": "model/"}),
+        _legacy_file(
+            "facevid2vid_00189-model.pth.tar",
             {"generator": "generator/", "kp_extractor": "kp_detector/", "he_estimator": "he_estimator/"},
-            legacy=True,
         ),
     )
-}  # fmt: skip
+}
 
 
 def sadtalker_file(size: int) -> WeightFile:

@@ -94,7 +94,7 @@ def synthetic_tensor(
 def synthetic_state(
     rows: Sequence[LayoutRow], seed: int, prefixes: Iterable[str] | None = None
 ) -> dict[str, np.ndarray]:
-    """``{key: array}`` in the rows' dtypes, for every row (or only keys starting with one of ``prefixes``)."""
+    """``{key: array}`` in the rows' dtypes, for every row or only the keys starting with ``prefixes``."""
     wanted = tuple(prefixes) if prefixes is not None else None
     selected = [row for row in rows if wanted is None or row[0].startswith(wanted)]
     rounded: dict[str, np.ndarray] = {}
@@ -159,7 +159,9 @@ def ensure_synthetic_checkpoints(
     marker = folder / MARKER
     if not marker.exists():
         folder.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"synthetic": True, "seed": seed, "warning": SYNTHETIC_WARNING}, indent=1))
+        marker.write_text(
+            json.dumps({"synthetic": True, "seed": seed, "warning": SYNTHETIC_WARNING}, indent=1)
+        )
     return folder
 
 
@@ -171,7 +173,9 @@ def is_synthetic(folder: Path) -> bool:
 def main(argv: Sequence[str] | None = None) -> None:
     from sadtalker.weights.layouts import ALL_FILES, CURRENT_FILES
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("names", nargs="*", help=f"files to write (default: {', '.join(CURRENT_FILES)})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="root folder (default: the weights cache)")

@@ -1,0 +1,1 @@
+"""Audio -> motion coefficients: ExpNet, PoseVAE, smoothing and assembly (SPEC §4, §5)."""
