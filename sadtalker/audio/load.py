@@ -34,9 +34,9 @@ def _decode_soundfile(path: Path) -> tuple[np.ndarray, int]:
 def _decode_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
     import json
 
-    from sadtalker.video.ffmpeg import ffmpeg_binary
+    from sadtalker.video.ffmpeg import ffmpeg_exe
 
-    ffmpeg = ffmpeg_binary()
+    ffmpeg = ffmpeg_exe()
     # Ask ffmpeg for the stream's rate/channels via a tiny ffprobe-free run: decode to f32le keeping both.
     info = subprocess.run(
         [ffmpeg, "-hide_banner", "-i", str(path), "-map", "0:a:0", "-f", "null", "-"],
