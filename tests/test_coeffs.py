@@ -102,7 +102,8 @@ def test_smoothing_window(frames, window):
     else:
         from scipy.signal import savgol_filter
 
-        np.testing.assert_allclose(smoothed, savgol_filter(pose.astype(np.float64), window, 2, axis=0), atol=1e-6)
+        expected = savgol_filter(pose.astype(np.float64), window, 2, axis=0)
+        np.testing.assert_allclose(smoothed, expected, atol=1e-6)
 
 
 def test_expnet_frames_are_independent(networks):

@@ -52,7 +52,8 @@ def _diff(ours, expected) -> None:
 
 @pytest.mark.shared
 def test_synthetic_rule_equals_reference_script(shared_dir):
-    spec = importlib.util.spec_from_file_location("make_weights", shared_dir / "reference" / "make_weights.py")
+    script = shared_dir / "reference" / "make_weights.py"
+    spec = importlib.util.spec_from_file_location("make_weights", script)
     make_weights = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_weights)
     rows = [
