@@ -1,0 +1,272 @@
+"""Finding the ffmpeg binary, running it with useful errors, and probing media files.
+
+The binary is ``$SADTALKER_FFMPEG``, else ``ffmpeg`` on ``PATH``, else the static build bundled with the
+``imageio-ffmpeg`` wheel (so a plain ``pip install`` works without a system ffmpeg). That bundled build has no
+``ffprobe``, so :func:`probe` uses ``ffprobe`` when one is found and otherwise reads the same facts from the
+ffmpeg binary itself (stream headers on stderr plus a packet listing from the ``framecrc`` muxer, which
+copies packets without decoding, so it is fast).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from sadtalker.errors import InputError, SadTalkerError
+
+#: Environment variables that name the binaries explicitly (a path, or a name looked up on PATH).
+FFMPEG_ENV = "SADTALKER_FFMPEG"
+FFPROBE_ENV = "SADTALKER_FFPROBE"
+
+_STDERR_TAIL = 2000  # characters of ffmpeg's stderr kept in error messages
+
+
+class FFmpegError(SadTalkerError):
+    """ffmpeg (or ffprobe) exited with an error; the message ends with the tail of its stderr."""
+
+    def __init__(self, what: str, returncode: int | None, stderr: str = "", cmd: Sequence[str] = ()):
+        self.returncode = returncode
+        self.stderr_tail = stderr[-_STDERR_TAIL:].strip()
+        self.cmd = list(cmd)
+        message = f"{what} (exit status {returncode})"
+        if self.stderr_tail:
+            message += f":\n{self.stderr_tail}"
+        super().__init__(message)
+
+
+def _resolve(name_or_path: str) -> str | None:
+    if os.sep in name_or_path or (os.altsep and os.altsep in name_or_path):
+        return name_or_path if os.path.isfile(name_or_path) else None
+    return shutil.which(name_or_path)
+
+
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg binary: ``$SADTALKER_FFMPEG``, ``PATH``, else imageio-ffmpeg's bundled build.
+
+    Raises:
+        FFmpegError: none of them exists.
+    """
+    env = os.environ.get(FFMPEG_ENV)
+    if env:
+        found = _resolve(env)
+        if found is None:
+            raise FFmpegError(f"${FFMPEG_ENV}={env!r} is not an executable file", None)
+        return found
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception as exc:  # ImportError, or RuntimeError when the wheel has no binary for this platform
+        raise FFmpegError(
+            f"no ffmpeg found: set ${FFMPEG_ENV}, install ffmpeg, or imageio-ffmpeg ({exc})", None
+        ) from exc
+
+
+def ffprobe_exe() -> str | None:
+    """Path of ffprobe, or None: ``$SADTALKER_FFPROBE`` (empty string = do not use ffprobe), the ``ffprobe``
+    beside the chosen ffmpeg, then ``PATH``."""
+    env = os.environ.get(FFPROBE_ENV)
+    if env is not None:
+        return _resolve(env) if env else None
+    try:
+        sibling = Path(ffmpeg_exe()).with_name("ffprobe" + (".exe" if os.name == "nt" else ""))
+    except FFmpegError:
+        sibling = None
+    if sibling is not None and sibling.is_file():
+        return str(sibling)
+    return shutil.which("ffprobe")
+
+
+def run_ffmpeg(args: Sequence[str], what: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run ``ffmpeg <args>`` to completion, capturing output; raise :class:`FFmpegError` on failure."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", *args]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        stderr = (exc.stderr or b"").decode("utf-8", "replace")
+        raise FFmpegError(f"{what}: timed out after {timeout} s", None, stderr, cmd) from exc
+    if proc.returncode != 0:
+        raise FFmpegError(what, proc.returncode, proc.stderr.decode("utf-8", "replace"), cmd)
+    return proc
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What :func:`probe` learns about a media file. Durations in seconds; None where it does not apply."""
+
+    duration: float  # of the container (longest stream)
+    has_video: bool
+    width: int | None
+    height: int | None
+    fps: float | None  # nominal frame rate of the first video stream
+    frames: int | None  # packets of the first video stream (= frames for the codecs we write)
+    video_duration: float | None
+    video_codec: str | None
+    has_audio: bool
+    audio_duration: float | None  # of the first audio stream, after the edit list (encoder priming removed)
+    audio_codec: str | None
+    sample_rate: int | None
+    channels: int | None
+
+
+def probe(path: str | Path, *, use_ffprobe: bool | None = None) -> MediaInfo:
+    """Facts about the first video and first audio stream of ``path``.
+
+    Args:
+        path: a local media file.
+        use_ffprobe: True / False to force one method; None uses ffprobe when it is available.
+
+    Raises:
+        InputError: the file does not exist or ffmpeg cannot read it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(str(path), "file not found")
+    exe = ffprobe_exe() if use_ffprobe is not False else None
+    if use_ffprobe and exe is None:
+        raise FFmpegError("ffprobe was requested but none was found", None)
+    try:
+        return _probe_ffprobe(exe, path) if exe else _probe_ffmpeg(path)
+    except FFmpegError as exc:
+        raise InputError(str(path), f"not a readable media file: {exc.stderr_tail or exc}") from exc
+
+
+def _float(value: object) -> float | None:
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return out if out == out else None  # NaN -> None
+
+
+def _rate(value: str | None) -> float | None:
+    if not value or value in ("0/0", "0/1"):
+        return None
+    try:
+        return float(Fraction(value))
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _probe_ffprobe(exe: str, path: Path) -> MediaInfo:
+    # -count_packets reads packets without decoding: exact frame counts even when nb_frames is not stored.
+    cmd = [exe, "-v", "error", "-count_packets", "-show_streams", "-show_format", "-of", "json", str(path)]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise FFmpegError("ffprobe failed", proc.returncode, proc.stderr.decode("utf-8", "replace"), cmd)
+    data = json.loads(proc.stdout or b"{}")
+    streams = data.get("streams", [])
+    video = next((s for s in streams if s.get("codec_type") == "video"), None)
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    fmt = data.get("format", {})
+    frames = None
+    if video is not None:
+        count = video.get("nb_read_packets") or video.get("nb_frames")
+        frames = int(count) if count is not None and str(count).isdigit() else None
+    stream_durations = [d for d in (_float(s.get("duration")) for s in (video, audio) if s) if d is not None]
+    duration = _float(fmt.get("duration")) or max(stream_durations, default=0.0)
+    return MediaInfo(
+        duration=duration,
+        has_video=video is not None,
+        width=int(video["width"]) if video and "width" in video else None,
+        height=int(video["height"]) if video and "height" in video else None,
+        fps=(_rate(video.get("r_frame_rate")) or _rate(video.get("avg_frame_rate"))) if video else None,
+        frames=frames,
+        video_duration=_float(video.get("duration")) if video else None,
+        video_codec=video.get("codec_name") if video else None,
+        has_audio=audio is not None,
+        audio_duration=_float(audio.get("duration")) if audio else None,
+        audio_codec=audio.get("codec_name") if audio else None,
+        sample_rate=int(audio["sample_rate"]) if audio and audio.get("sample_rate") else None,
+        channels=int(audio["channels"]) if audio and audio.get("channels") else None,
+    )
+
+
+_DURATION_RE = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+_STREAM_RE = re.compile(r"Stream #0:(\d+)[^:]*: (Video|Audio): (.*)")
+_FPS_RE = re.compile(r"(\d+(?:\.\d+)?)(k?) fps")
+_HEADER_RE = re.compile(r"#(\w+) (\d+): (.*)")
+
+
+def _probe_ffmpeg(path: Path) -> MediaInfo:
+    """ffprobe-free probe: ``ffmpeg -i F -map 0:v:0? -map 0:a:0? -c copy -f framecrc -`` lists every
+    packet (stream, dts, pts, duration) with a header per stream (time base, type, codec, size, rate)."""
+    args = ["-i", str(path), "-map", "0:v:0?", "-map", "0:a:0?", "-c", "copy", "-f", "framecrc", "-"]
+    proc = run_ffmpeg(args, f"reading {path.name}")
+    stderr = proc.stderr.decode("utf-8", "replace")
+    headers: dict[int, dict[str, str]] = {}
+    first: dict[int, int] = {}
+    end: dict[int, int] = {}
+    count: dict[int, int] = {}
+    for line in proc.stdout.decode("utf-8", "replace").splitlines():
+        if line.startswith("#"):
+            m = _HEADER_RE.match(line)
+            if m:
+                headers.setdefault(int(m.group(2)), {})[m.group(1)] = m.group(3).strip()
+            continue
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) < 4 or not fields[0].isdigit():
+            continue
+        index, pts, dur = int(fields[0]), int(fields[2]), int(fields[3])
+        count[index] = count.get(index, 0) + 1
+        # Packets before 0 (AAC encoder priming) are dropped by the edit list on playback.
+        first[index] = min(first.get(index, max(pts, 0)), max(pts, 0))
+        end[index] = max(end.get(index, pts + dur), pts + dur)
+
+    def stream_of(kind: str) -> int | None:
+        return next((i for i, h in sorted(headers.items()) if h.get("media_type") == kind), None)
+
+    def seconds(index: int) -> float | None:
+        if index not in end:
+            return 0.0
+        tb = Fraction(headers[index].get("tb", "1/1").replace(" ", ""))
+        return float((end[index] - first[index]) * tb)
+
+    v, a = stream_of("video"), stream_of("audio")
+    width = height = None
+    if v is not None and "dimensions" in headers[v]:
+        w, h = headers[v]["dimensions"].split("x")
+        width, height = int(w), int(h)
+    fps = None
+    video_line = next((m.group(3) for m in _STREAM_RE.finditer(stderr) if m.group(2) == "Video"), "")
+    fps_match = _FPS_RE.search(video_line)
+    if fps_match:
+        fps = float(fps_match.group(1)) * (1000 if fps_match.group(2) else 1)
+    audio_line = next((m.group(3) for m in _STREAM_RE.finditer(stderr) if m.group(2) == "Audio"), "")
+    channels = None
+    if a is not None:
+        layout = headers[a].get("channel_layout_name") or audio_line
+        channels = 1 if "mono" in layout else 2 if "stereo" in layout else None
+        m = re.search(r"(\d+) channels", audio_line)
+        channels = int(m.group(1)) if m else channels
+    video_duration = seconds(v) if v is not None else None
+    audio_duration = seconds(a) if a is not None else None
+    dm = _DURATION_RE.search(stderr)
+    container = int(dm.group(1)) * 3600 + int(dm.group(2)) * 60 + float(dm.group(3)) if dm else None
+    # The container line has only 10 ms resolution: prefer the longest stream measured from packets.
+    duration = max((d for d in (video_duration, audio_duration) if d is not None), default=container or 0.0)
+    return MediaInfo(
+        duration=duration,
+        has_video=v is not None,
+        width=width,
+        height=height,
+        fps=fps,
+        frames=count.get(v, 0) if v is not None else None,
+        video_duration=video_duration,
+        video_codec=headers[v].get("codec_id") if v is not None else None,
+        has_audio=a is not None,
+        audio_duration=audio_duration,
+        audio_codec=headers[a].get("codec_id") if a is not None else None,
+        sample_rate=int(headers[a]["sample_rate"]) if a is not None and "sample_rate" in headers[a] else None,
+        channels=channels,
+    )

@@ -1,0 +1,98 @@
+"""Command line for the weights cache.
+
+    python -m sadtalker.weights fetch [NAME ... | all] [--dest DIR] [--no-progress] [--retries N]
+    python -m sadtalker.weights list [--dest DIR] [--no-hash]
+    python -m sadtalker.weights synthetic --seed N [--out DIR] [NAME ...]
+
+``fetch`` without names, or with ``all``, fetches the current (non-legacy) files; legacy files are fetched by
+name. ``list`` shows every registry file: present, verified (SHA-256 and size when the registry has them) and
+size. ``synthetic`` is :func:`sadtalker.weights.synthetic.main` (deterministic fake weights for offline runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sadtalker.errors import WeightsError
+from sadtalker.weights.download import check_file, fetch
+from sadtalker.weights.registry import REGISTRY, cache_dir
+
+
+def _fetch(names: list[str], dest: Path | None, progress: bool, retries: int) -> int:
+    if not names or names == ["all"]:
+        names = [name for name, weight in REGISTRY.items() if not weight.legacy]
+    unknown = [name for name in names if name not in REGISTRY]
+    if unknown:
+        print(f"unknown file(s): {', '.join(unknown)}; known: {', '.join(REGISTRY)}", file=sys.stderr)
+        return 2
+    failed = 0
+    for name in names:
+        try:
+            print(fetch(REGISTRY[name], dest, progress=progress, retries=retries))
+        except WeightsError as exc:  # DownloadError included
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+def _list(dest: Path | None, hash_files: bool) -> int:
+    folder = dest if dest is not None else cache_dir()
+    print(f"# {folder}")
+    print(f"{'name':<42} {'present':<8} {'verified':<22} {'size':>12}")
+    bad = 0
+    for name, weight in REGISTRY.items():
+        path = folder / name
+        present = path.is_file()
+        if not present:
+            verified = "-"
+            size = f"({weight.size})" if weight.size is not None else "?"
+        else:
+            size = str(path.stat().st_size)
+            if not hash_files:
+                verified = "not checked"
+            else:
+                try:
+                    verified = "yes" if check_file(path, weight) else "no hash in registry"
+                except WeightsError:
+                    verified, bad = "NO (hash/size)", bad + 1
+        legacy = " (legacy)" if weight.legacy else ""
+        print(f"{name + legacy:<42} {'yes' if present else 'no':<8} {verified:<22} {size:>12}")
+    return 1 if bad else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 1 a file failed, 2 bad arguments)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "synthetic":  # hand every option to the synthetic-weights CLI untouched
+        from sadtalker.weights import synthetic
+
+        synthetic.main(argv[1:])
+        return 0
+    parser = argparse.ArgumentParser(
+        prog="python -m sadtalker.weights",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_fetch = sub.add_parser("fetch", help="download and verify registry files into the cache")
+    p_fetch.add_argument("names", nargs="*", help="file names, or 'all' (default: all current files)")
+    p_fetch.add_argument("--dest", type=Path, default=None, help="folder (default: the weights cache)")
+    p_fetch.add_argument("--no-progress", action="store_true")
+    p_fetch.add_argument("--retries", type=int, default=4)
+    p_list = sub.add_parser("list", help="show which registry files are present and verified")
+    p_list.add_argument("--dest", type=Path, default=None, help="folder (default: the weights cache)")
+    p_list.add_argument("--no-hash", action="store_true", help="skip hashing (fast)")
+    sub.add_parser("synthetic", help="write deterministic synthetic weights (see its own --help)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.command == "fetch":
+        return _fetch(args.names, args.dest, not args.no_progress, args.retries)
+    return _list(args.dest, not args.no_hash)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
