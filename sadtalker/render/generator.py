@@ -1,0 +1,130 @@
+"""Occlusion-aware SPADE generator (SadTalker §3.3 face render; face-vid2vid generator with a SPADE decoder).
+
+Encodes the source image into a 3-D feature volume (appearance feature ``f_s``), warps it with the dense
+motion predicted from the source/driving keypoints, projects it back to 2-D, masks occluded regions and
+decodes the frame with the SPADE decoder. The source encoding does not depend on the driving keypoints:
+:meth:`OcclusionAwareSPADEGenerator.encode_source` computes it once per clip and
+:meth:`~OcclusionAwareSPADEGenerator.forward_from_features` renders any number of frames from it.
+Checkpoint prefix: ``generator.`` (safetensors) or ``generator/`` (legacy facevid2vid file).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import pairwise
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sadtalker.render.blocks import DownBlock2d, ResBlock3d, SameBlock2d
+from sadtalker.render.dense_motion import DenseMotionConfig, DenseMotionNetwork
+from sadtalker.render.spade import SPADEDecoder, SPADEDecoderConfig
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """``generator_params`` (+ common_params, ``dense_motion_params``) of facerender.yaml."""
+
+    image_channel: int = 3
+    block_expansion: int = 64
+    max_features: int = 512
+    num_down_blocks: int = 2
+    reshape_channel: int = 32
+    reshape_depth: int = 16
+    num_resblocks: int = 6
+    decoder_channels: int = 64
+    spade_hidden: int = 128
+    dense_motion: DenseMotionConfig = field(default_factory=DenseMotionConfig)
+
+    def __post_init__(self) -> None:
+        if self.reshape_channel * self.reshape_depth != self.max_features:
+            raise ValueError("reshape_channel * reshape_depth must equal max_features")
+        if (self.dense_motion.feature_channel, self.dense_motion.reshape_depth) != (
+            self.reshape_channel,
+            self.reshape_depth,
+        ):
+            raise ValueError(
+                "dense_motion.feature_channel/reshape_depth must equal reshape_channel/reshape_depth"
+            )
+
+
+@dataclass(frozen=True)
+class SourceFeatures:
+    """Everything the generator derives from the source image alone (batch 1 or B).
+
+    ``feature_3d``: ``(B, reshape_channel, D, S/4, S/4)`` appearance volume after the 3-D res blocks;
+    ``compressed``: ``(B, compress, D, S/4, S/4)``, the dense motion network's view of it.
+    """
+
+    feature_3d: torch.Tensor
+    compressed: torch.Tensor
+
+
+class OcclusionAwareSPADEGenerator(nn.Module):
+    """Source image + source/driving keypoints → frames.
+
+    Args (``forward``): ``source_image`` ``(1 or B, 3, S, S)`` in [0, 1], ``kp_source`` and ``kp_driving``
+    ``(1 or B, K, 3)``; ``S`` divisible by 128 (256 and 512 are the official sizes).
+    Returns ``(B, 3, S, S)`` RGB in (0, 1).
+    """
+
+    def __init__(self, config: GeneratorConfig | None = None):
+        super().__init__()
+        cfg = config or GeneratorConfig()
+        self.config = cfg
+        # Registration order = checkpoint order.
+        self.dense_motion_network = DenseMotionNetwork(cfg.dense_motion)
+        self.first = SameBlock2d(cfg.image_channel, cfg.block_expansion, kernel_size=3)
+        channels = [min(cfg.max_features, cfg.block_expansion * 2**i) for i in range(cfg.num_down_blocks + 1)]
+        self.down_blocks = nn.ModuleList(DownBlock2d(cin, cout) for cin, cout in pairwise(channels))
+        self.second = nn.Conv2d(channels[-1], cfg.max_features, kernel_size=1)
+        self.resblocks_3d = nn.Sequential()
+        for i in range(cfg.num_resblocks):
+            self.resblocks_3d.add_module(f"3dr{i}", ResBlock3d(cfg.reshape_channel))
+        decoder_in = cfg.block_expansion * 2**cfg.num_down_blocks
+        self.third = SameBlock2d(cfg.max_features, decoder_in, kernel_size=3, lrelu=True)
+        self.fourth = nn.Conv2d(decoder_in, decoder_in, kernel_size=1)
+        self.decoder = SPADEDecoder(
+            SPADEDecoderConfig(
+                in_channels=decoder_in,
+                out_channels=cfg.decoder_channels,
+                label_nc=decoder_in,
+                hidden=cfg.spade_hidden,
+            )
+        )
+
+    def encode_source(self, source_image: torch.Tensor) -> SourceFeatures:
+        """Source-only work, once per clip: ``(B, 3, S, S)`` → :class:`SourceFeatures`."""
+        cfg = self.config
+        out = self.first(source_image)  # (B, 3, 256, 256) -> (B, 64, 256, 256)
+        for block in self.down_blocks:
+            out = block(out)  # -> (B, 128, 128, 128) -> (B, 256, 64, 64)
+        out = self.second(out)  # -> (B, 512, 64, 64)
+        b, _, h, w = out.shape
+        feature_3d = out.view(b, cfg.reshape_channel, cfg.reshape_depth, h, w)  # -> (B, 32, 16, 64, 64)
+        feature_3d = self.resblocks_3d(feature_3d)
+        compressed = self.dense_motion_network.compress_source(feature_3d)  # -> (B, 4, 16, 64, 64)
+        return SourceFeatures(feature_3d=feature_3d, compressed=compressed)
+
+    def forward_from_features(
+        self, features: SourceFeatures, kp_source: torch.Tensor, kp_driving: torch.Tensor
+    ) -> torch.Tensor:
+        """Render B frames from cached source features: keypoints ``(1 or B, K, 3)`` → ``(B, 3, S, S)``."""
+        motion = self.dense_motion_network(features.compressed, kp_source, kp_driving)
+        deformation = motion.deformation  # (B, 16, 64, 64, 3)
+        batch, d, h, w, _ = deformation.shape
+        feature_3d = features.feature_3d.expand(batch, -1, -1, -1, -1)
+        out = F.grid_sample(
+            feature_3d, deformation, mode="bilinear", padding_mode="zeros", align_corners=False
+        )  # -> (B, 32, 16, 64, 64)
+        out = out.reshape(batch, -1, h, w)  # -> (B, 512, 64, 64), channel = 16·c + d
+        out = self.fourth(self.third(out))  # -> (B, 256, 64, 64)
+        if motion.occlusion_map is not None:
+            out = out * motion.occlusion_map
+        return self.decoder(out)  # -> (B, 3, 256, 256)
+
+    def forward(
+        self, source_image: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor
+    ) -> torch.Tensor:
+        return self.forward_from_features(self.encode_source(source_image), kp_source, kp_driving)

@@ -1,0 +1,172 @@
+"""SPADE decoder of the face renderer (SadTalker §3.3, face-vid2vid generator; SPADE: Park et al. 2019).
+
+The decoder turns the warped, occlusion-masked 2-D feature map into the RGB frame. Its residual blocks use
+spectral-normalised convolutions; the official checkpoint stores them as PyTorch's ``spectral_norm``
+parametrisation (``weight_orig``, ``weight_u``, ``weight_v``). At inference no power iteration runs, so the
+effective weight ``weight_orig / (u · (W v))`` is a constant: :class:`SpectralNormConv2d` computes it once
+whenever its state is loaded and keeps it as a non-persistent buffer (it follows ``.to(device/dtype)``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SpectralNormConv2d(nn.Module):
+    """A Conv2d whose weight is stored as a spectral-norm parametrisation (inference only).
+
+    State (the checkpoint keys, in PyTorch's order): ``bias`` (if any), ``weight_orig``
+    ``(out, in, k, k)``, ``weight_u`` ``(out,)``, ``weight_v`` ``(in·k·k,)``. The effective weight
+
+        ``weight = weight_orig / σ``,  ``σ = u · (weight_orig.reshape(out, -1) @ v)``
+
+    is the non-persistent buffer ``weight``, recomputed by a load-state-dict post hook (and by
+    :meth:`refresh_weight`, to call after changing ``weight_orig/u/v`` in place). It matches PyTorch's
+    ``spectral_norm`` in eval mode exactly: the stored u, v are used as they are.
+    """
+
+    weight: torch.Tensor
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0, bias: bool = True
+    ):
+        super().__init__()
+        # Registration order = the state_dict order of torch.nn.utils.spectral_norm: parameters (bias,
+        # weight_orig), then buffers (weight_u, weight_v).
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.weight_orig = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        fan_in = in_channels * kernel_size * kernel_size
+        self.register_buffer("weight_u", torch.empty(out_channels))
+        self.register_buffer("weight_v", torch.empty(fan_in))
+        self.register_buffer("weight", torch.empty_like(self.weight_orig), persistent=False)
+        self.padding = padding
+        self._reset_parameters()
+        self.register_load_state_dict_post_hook(_refresh_after_load)
+
+    def _reset_parameters(self) -> None:
+        """Conv2d's default init and random unit u, v (only matters for a network used without weights)."""
+        nn.init.kaiming_uniform_(self.weight_orig, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.weight_v.numel())
+            nn.init.uniform_(self.bias, -bound, bound)
+        with torch.no_grad():
+            self.weight_u.copy_(F.normalize(torch.randn_like(self.weight_u), dim=0))
+            self.weight_v.copy_(F.normalize(torch.randn_like(self.weight_v), dim=0))
+        self.refresh_weight()
+
+    @torch.no_grad()
+    def refresh_weight(self) -> None:
+        """Recompute the effective weight from ``weight_orig``, ``weight_u`` and ``weight_v``."""
+        w = self.weight_orig.detach()
+        sigma = torch.dot(self.weight_u, torch.mv(w.reshape(w.shape[0], -1), self.weight_v))
+        self.weight = w / sigma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, self.bias, padding=self.padding)
+
+    def extra_repr(self) -> str:
+        out, cin, k, _ = self.weight_orig.shape
+        return f"{cin}, {out}, kernel_size={k}, padding={self.padding}, bias={self.bias is not None}"
+
+
+def _refresh_after_load(module: nn.Module, incompatible_keys: object) -> None:
+    assert isinstance(module, SpectralNormConv2d)
+    module.refresh_weight()
+
+
+class SPADE(nn.Module):
+    """Spatially-adaptive normalisation: ``instance_norm(x) * (1 + γ(seg)) + β(seg)``.
+
+    Args: ``x`` ``(B, norm_nc, H, W)``; ``seg`` ``(B, label_nc, h, w)``, resized to ``(H, W)`` (nearest).
+    Returns ``(B, norm_nc, H, W)``.
+    """
+
+    def __init__(self, norm_nc: int, label_nc: int, hidden: int = 128):
+        super().__init__()
+        self.param_free_norm = nn.InstanceNorm2d(norm_nc, affine=False)
+        self.mlp_shared = nn.Sequential(nn.Conv2d(label_nc, hidden, kernel_size=3, padding=1), nn.ReLU())
+        self.mlp_gamma = nn.Conv2d(hidden, norm_nc, kernel_size=3, padding=1)
+        self.mlp_beta = nn.Conv2d(hidden, norm_nc, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        normalized = self.param_free_norm(x)
+        if seg.shape[2:] != x.shape[2:]:
+            seg = F.interpolate(seg, size=x.shape[2:], mode="nearest")  # (B, 256, 64, 64) -> (B, 256, H, W)
+        actv = self.mlp_shared(seg)  # -> (B, 128, H, W)
+        return normalized * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
+
+
+class SPADEResnetBlock(nn.Module):
+    """SPADE residual block ``fin -> fout`` (middle ``min(fin, fout)``), LeakyReLU(0.2) pre-activations.
+
+    Shortcut: ``conv_s(norm_s(x))`` (1×1, no bias, no activation) when ``fin != fout``, else ``x``.
+    ``(B, fin, H, W), seg -> (B, fout, H, W)``.
+    """
+
+    def __init__(self, fin: int, fout: int, label_nc: int, hidden: int = 128):
+        super().__init__()
+        self.learned_shortcut = fin != fout
+        fmid = min(fin, fout)
+        self.conv_0 = SpectralNormConv2d(fin, fmid, kernel_size=3, padding=1)
+        self.conv_1 = SpectralNormConv2d(fmid, fout, kernel_size=3, padding=1)
+        if self.learned_shortcut:
+            self.conv_s = SpectralNormConv2d(fin, fout, kernel_size=1, bias=False)
+        self.norm_0 = SPADE(fin, label_nc, hidden)
+        self.norm_1 = SPADE(fmid, label_nc, hidden)
+        if self.learned_shortcut:
+            self.norm_s = SPADE(fin, label_nc, hidden)
+
+    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        x_s = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
+        dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), 0.2))
+        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg), 0.2))
+        return x_s + dx
+
+
+@dataclass(frozen=True)
+class SPADEDecoderConfig:
+    """Channel widths of the decoder (fixed in the reference: 256 in, 64 before the RGB conv, seg 256,
+    SPADE hidden 128, 6 middle blocks); other values only serve small test networks."""
+
+    in_channels: int = 256
+    out_channels: int = 64
+    label_nc: int = 256
+    hidden: int = 128
+    num_middle_blocks: int = 6
+
+
+class SPADEDecoder(nn.Module):
+    """``fc`` → 6 × SPADE block (2C) → ×2 → ``up_0`` (2C→C) → ×2 → ``up_1`` (C→64) → RGB conv → sigmoid.
+
+    Args: ``feature`` ``(B, C=256, h, w)``, also the SPADE segmentation input.
+    Returns ``(B, 3, 4h, 4w)`` in (0, 1).
+    """
+
+    def __init__(self, config: SPADEDecoderConfig | None = None):
+        super().__init__()
+        cfg = config or SPADEDecoderConfig()
+        ic, oc, label_nc, hidden = cfg.in_channels, cfg.out_channels, cfg.label_nc, cfg.hidden
+        self.num_middle_blocks = cfg.num_middle_blocks
+        self.fc = nn.Conv2d(ic, 2 * ic, kernel_size=3, padding=1)
+        for i in range(cfg.num_middle_blocks):
+            self.add_module(f"G_middle_{i}", SPADEResnetBlock(2 * ic, 2 * ic, label_nc, hidden))
+        self.up_0 = SPADEResnetBlock(2 * ic, ic, label_nc, hidden)
+        self.up_1 = SPADEResnetBlock(ic, oc, label_nc, hidden)
+        self.conv_img = nn.Conv2d(oc, 3, kernel_size=3, padding=1)
+
+    def forward(self, feature: torch.Tensor) -> torch.Tensor:
+        seg = feature
+        x = self.fc(feature)  # (B, 256, 64, 64) -> (B, 512, 64, 64)
+        for i in range(self.num_middle_blocks):
+            x = getattr(self, f"G_middle_{i}")(x, seg)
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")  # -> (B, 512, 128, 128)
+        x = self.up_0(x, seg)  # -> (B, 256, 128, 128)
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")  # -> (B, 256, 256, 256)
+        x = self.up_1(x, seg)  # -> (B, 64, 256, 256)
+        x = self.conv_img(F.leaky_relu(x, 0.2))  # -> (B, 3, 256, 256)
+        return torch.sigmoid(x)
