@@ -171,14 +171,17 @@ class Models:
 
     def animator(self, size: int, preprocess: str, device: str = "cpu", dtype: str = "float32"):
         """The face renderer engine (mapping net + keypoint detector + generator)."""
-        from sadtalker.render.build import build_animator
+        from sadtalker.render.animate import FaceAnimator
+        from sadtalker.render.build import build_renderer
 
         family = "full" if "full" in preprocess else "crop"
 
         def build():
             weights = self.weights(size, preprocess)
             mapping_state = load_checkpoint(weights.mapping)
-            return build_animator(self._state(size), mapping_state, device=device, dtype=_DTYPES[dtype])
+            renderer = build_renderer(self._state(size), mapping_state, device=device)
+            autocast = None if dtype == "float32" else _DTYPES[dtype]
+            return FaceAnimator(*renderer, autocast_dtype=autocast)
 
         return self._get(("animator", size, family, device, dtype), build)
 

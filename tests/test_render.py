@@ -34,8 +34,9 @@ from sadtalker.render.he_estimator import HEEstimator
 from sadtalker.render.keypoint_detector import KPDetector, KPDetectorConfig
 from sadtalker.render.keypoints import headpose_bins_to_degrees, rotation_matrix, transform_keypoints
 from sadtalker.render.mapping import MappingConfig, MappingNet, MappingOutput
-from sadtalker.render.postprocess import frames_to_uint8, resize_to_crop_aspect
+from sadtalker.render.postprocess import frames_to_uint8
 from sadtalker.render.spade import SpectralNormConv2d
+from sadtalker.video.postprocess import output_size, resize_frames
 from sadtalker.weights.layouts import module_layout, synthetic_network_state
 
 SEED = 0
@@ -326,7 +327,7 @@ def test_frames_to_uint8_and_output_size() -> None:
     out = frames_to_uint8(frames)
     assert out.shape == (1, 2, 2, 3) and out.dtype == np.uint8
     assert out[0, :, :, 0].tolist() == [[0, 255], [128, 51]]  # 127.5 rounds half to even
-    resized = resize_to_crop_aspect(np.zeros((2, 64, 64, 3), np.uint8), (621.0, 581.0))
+    resized = resize_frames(np.zeros((2, 64, 64, 3), np.uint8), *output_size(64, (621, 581)))
     assert resized.shape == (2, int(64 * 581 / 621), 64, 3)
 
 

@@ -119,7 +119,8 @@ def write_checkpoint(state: dict[str, np.ndarray], path: Path) -> None:
     plus ``epoch`` for ``top/rest`` keys. Written to a temporary name, then renamed into place."""
     import torch
 
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
+    # np.ascontiguousarray would turn 0-d scalars (num_batches_tracked) into shape (1,)
+    tensors = {k: torch.from_numpy(np.array(v, order="C", copy=True)) for k, v in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     if path.name.endswith(".safetensors"):

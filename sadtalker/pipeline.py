@@ -1,0 +1,353 @@
+"""The one-pair path: photo + speech -> talking-head mp4, in three stages with small records between them.
+
+    face = extract_face(photo, options)                     # crop + 3DMM      (per photo)
+    coeffs = audio_to_coefficients(speech, face, options)   # (T, 70) motion   (per photo + speech)
+    video = render_video(face, coeffs, photo, speech, out, options)   # streamed frames -> mp4
+
+Each record saves to / loads from a small ``.npz`` so that batch tasks can cache and exchange them.
+Networks come from :class:`sadtalker.models.Models` (loaded once per process).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sadtalker.options import RenderOptions
+
+log = logging.getLogger(__name__)
+
+FPS = 25
+_RENDER_LOCK = threading.Lock()  # one clip at a time per animator: the engine holds per-clip source state
+
+
+def _models(models):
+    from sadtalker.models import Models
+
+    return models or Models.shared()
+
+
+def _save_npz(path: str | Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Write ``arrays`` + JSON ``meta`` to ``path`` atomically (temp file, then rename)."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as handle:
+        np.savez(handle, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+    os.replace(tmp, path)
+
+
+def _load_npz(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {key: data[key] for key in data.files if key != "meta"}
+        meta = json.loads(bytes(data["meta"]).decode())
+    return arrays, meta
+
+
+@dataclass(frozen=True, eq=False)
+class FaceResult:
+    """A photo prepared for animation.
+
+    Attributes:
+        source_image: ``(S, S, 3)`` uint8 RGB, the renderer's source.
+        coeff_3dmm: ``(1, 73)`` float32: expression 64, angles 3, translation 3, crop scale + translation 3.
+        full_coeff: ``(1, 257)`` float32 3DMM regressor output.
+        landmarks: ``(68, 2)`` float32 stage-A landmarks in original-photo pixels (None in resize mode).
+        crop: the crop record (JSON-able dict of :class:`sadtalker.face.crop.CropRecord`).
+        num_faces: faces the detector found in the photo.
+        backend: the landmark backend used.
+    """
+
+    source_image: np.ndarray
+    coeff_3dmm: np.ndarray
+    full_coeff: np.ndarray
+    landmarks: np.ndarray | None
+    crop: dict
+    num_faces: int
+    backend: str
+
+    def crop_record(self):
+        from sadtalker.face.crop import CropRecord
+
+        return CropRecord.from_dict(self.crop)
+
+    def save(self, path: str | Path) -> None:
+        arrays = {
+            "source_image": self.source_image,
+            "coeff_3dmm": self.coeff_3dmm,
+            "full_coeff": self.full_coeff,
+        }
+        if self.landmarks is not None:
+            arrays["landmarks"] = self.landmarks
+        _save_npz(path, arrays, {"crop": self.crop, "num_faces": self.num_faces, "backend": self.backend})
+
+    @classmethod
+    def load(cls, path: str | Path) -> FaceResult:
+        arrays, meta = _load_npz(path)
+        return cls(
+            source_image=arrays["source_image"],
+            coeff_3dmm=arrays["coeff_3dmm"],
+            full_coeff=arrays["full_coeff"],
+            landmarks=arrays.get("landmarks"),
+            crop=meta["crop"],
+            num_faces=int(meta["num_faces"]),
+            backend=str(meta["backend"]),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class CoeffResult:
+    """Motion coefficients of one clip.
+
+    Attributes:
+        coefficients: ``(T, 70)`` float32: expression (64) | head pose (6).
+        num_frames: T (25 fps).
+        audio_seconds: duration of the decoded speech.
+        blink: ``(T, 1)`` the blink curve used.
+    """
+
+    coefficients: np.ndarray
+    num_frames: int
+    audio_seconds: float
+    blink: np.ndarray
+
+    def save(self, path: str | Path) -> None:
+        _save_npz(
+            path,
+            {"coefficients": self.coefficients, "blink": self.blink},
+            {"num_frames": self.num_frames, "audio_seconds": self.audio_seconds},
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> CoeffResult:
+        arrays, meta = _load_npz(path)
+        return cls(
+            arrays["coefficients"], int(meta["num_frames"]), float(meta["audio_seconds"]), arrays["blink"]
+        )
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    path: str
+    num_frames: int
+    duration: float
+    width: int
+    height: int
+    synthetic_weights: bool
+    seconds_per_frame: float
+    qc: dict | None = None
+
+
+def extract_face(image_path: str | Path, options: RenderOptions, models=None) -> FaceResult:
+    """Photo -> crop and 3DMM coefficients (SPEC §2).
+
+    Raises:
+        ImageError: the photo cannot be read.
+        NoFaceError: no usable face.
+    """
+    from sadtalker.face.crop import crop_source, landmarks_to_source
+    from sadtalker.face.image import load_image
+    from sadtalker.face.landmarks import find_face
+    from sadtalker.recon.extract import extract_3dmm
+
+    models = _models(models)
+    image = load_image(image_path)
+    landmarker = models.landmarker()
+    selection = None
+    if options.preprocess != "resize":
+        selection = find_face(landmarker, image.pixels, path=str(image_path))
+    landmarks = selection.face.landmarks if selection else None
+    record, source = crop_source(
+        image.pixels, options.preprocess, landmarks, options.size, path=str(image_path)
+    )
+    # Stage B: landmarks re-detected on the S×S source, as the reference does; if the detector misses the
+    # tighter crop, the stage-A landmarks mapped into it are as good.
+    try:
+        stage_b = find_face(landmarker, source, path=str(image_path), min_face_size=16).face.landmarks
+    except Exception:
+        if landmarks is None:
+            raise
+        stage_b = landmarks_to_source(landmarks, record)
+    recon = extract_3dmm(models.recon_network(options.size), source, stage_b, path=str(image_path))
+    return FaceResult(
+        source_image=source,
+        coeff_3dmm=recon.coeff_3dmm.astype(np.float32),
+        full_coeff=recon.full_coeff.astype(np.float32),
+        landmarks=None if landmarks is None else np.asarray(landmarks, np.float32),
+        crop=record.to_dict(),
+        num_faces=selection.num_faces if selection else 1,
+        backend=landmarker.name,
+    )
+
+
+def _reference_coefficients(path: str | None) -> np.ndarray | None:
+    """(N, >=70) coefficients of a reference clip, from an ``.npz`` (``coeff_3dmm`` or ``coefficients``)
+    or a ``.npy`` file."""
+    if path is None:
+        return None
+    from sadtalker.errors import InputError
+
+    try:
+        if str(path).endswith(".npy"):
+            array = np.load(path, allow_pickle=False)
+        else:
+            with np.load(path, allow_pickle=False) as data:
+                key = "coeff_3dmm" if "coeff_3dmm" in data.files else "coefficients"
+                array = data[key]
+    except Exception as exc:
+        raise InputError(str(path), f"cannot read reference coefficients ({exc})") from exc
+    array = np.asarray(array, dtype=np.float32).reshape(-1, array.shape[-1])
+    if array.shape[-1] < 70 or len(array) == 0:
+        raise InputError(str(path), f"reference coefficients must be (N, >=70), got {array.shape}")
+    return array
+
+
+def audio_to_coefficients(
+    audio_path: str | Path, face: FaceResult, options: RenderOptions, models=None
+) -> CoeffResult:
+    """Speech -> ``(T, 70)`` coefficients (SPEC §3–§5). Random draws come from ``options.seed`` only.
+
+    Raises:
+        AudioError: the speech cannot drive a video.
+    """
+    import torch
+
+    from sadtalker.audio import crop_to_frames, load_audio, mel_spectrogram, mel_windows, random_blink_curve
+    from sadtalker.coeffs.generate import draw_latents, generate_coefficients
+
+    models = _models(models)
+    wav = load_audio(audio_path)
+    cropped, frames = crop_to_frames(wav)
+    windows = mel_windows(mel_spectrogram(cropped), frames)
+    expnet, posevae = models.audio_networks(options.size)
+    rng = np.random.default_rng([options.seed, 0xB1])
+    with torch.inference_mode():
+        result = generate_coefficients(
+            expnet,
+            posevae,
+            windows,
+            face.coeff_3dmm[0],
+            random_blink_curve(frames, rng),
+            draw_latents(posevae, frames, options.seed),
+            pose_style=options.pose_style,
+            ref_eyeblink=_reference_coefficients(options.ref_eyeblink),
+            ref_pose=_reference_coefficients(options.ref_pose),
+        )
+    return CoeffResult(result.coefficients, frames, len(wav) / 16_000, result.blink)
+
+
+def render_video(
+    face: FaceResult,
+    coeffs: CoeffResult,
+    image_path: str | Path,
+    audio_path: str | Path,
+    out_path: str | Path,
+    options: RenderOptions,
+    models=None,
+    progress: bool = False,
+) -> VideoResult:
+    """Coefficients -> frames -> mp4 with the speech muxed in (SPEC §6, §7).
+
+    Frames are rendered ``options.batch_size`` at a time and streamed straight into ffmpeg, so memory does
+    not grow with the clip's length. The file appears at ``out_path`` only when complete (temp + rename).
+    In ``full``/``extfull`` modes each frame is pasted back into the original photo.
+    """
+    from sadtalker.face.image import load_image
+    from sadtalker.qc import FrameStats, check_video
+    from sadtalker.render.batching import (
+        camera_angle_sequence,
+        source_image_array,
+        source_semantics,
+        target_coefficients,
+    )
+    from sadtalker.render.postprocess import frames_to_uint8
+    from sadtalker.video import PasteBack, VideoWriter
+    from sadtalker.video.postprocess import output_size, resize_frames
+
+    models = _models(models)
+    record = face.crop_record()
+    full = record.is_full
+    animator = models.animator(options.size, options.preprocess, options.device, options.dtype)
+    frames = coeffs.num_frames
+    source_row = face.coeff_3dmm[0]
+    targets = target_coefficients(
+        coeffs.coefficients,
+        source_row,
+        expression_scale=options.expression_scale,
+        still=options.still,
+        full=full,
+    )
+    angles = {
+        name: None if values is None else camera_angle_sequence(values, frames)
+        for name, values in (
+            ("yaw", options.input_yaw),
+            ("pitch", options.input_pitch),
+            ("roll", options.input_roll),
+        )
+    }
+    width, height = output_size(options.size, record.crop_info_size)
+    paste = None
+    if full:
+        paste = PasteBack(load_image(image_path).pixels, record.paste_box_rsize, box_space=record.rsize)
+    stats = FrameStats()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=frames, unit="frame", desc=Path(out_path).name)
+    synthetic = models.weights(options.size, options.preprocess).synthetic
+    start = time.perf_counter()
+    with _RENDER_LOCK, VideoWriter(out_path, audio=audio_path, num_frames=frames) as writer:
+        animator.set_source(
+            source_image_array(face.source_image), source_semantics(source_row, animator.coeff_nc)
+        )
+        try:
+            for chunk in animator.animate(targets, options.batch_size, **angles):
+                images = resize_frames(frames_to_uint8(chunk), width, height)  # (B, h, S, 3)
+                if paste is not None:
+                    images = np.stack([paste(image) for image in images])
+                stats.update(images)
+                writer.write(images)
+                if bar is not None:
+                    bar.update(len(images))
+        finally:
+            animator.clear_source()
+            if bar is not None:
+                bar.close()
+    elapsed = time.perf_counter() - start
+    report = check_video(out_path, frames, coeffs.audio_seconds, stats, synthetic_weights=synthetic)
+    if synthetic:
+        log.warning("%s was rendered with SYNTHETIC weights: it will not look like a face", out_path)
+    return VideoResult(
+        path=str(out_path),
+        num_frames=frames,
+        duration=float(report.duration or 0.0),
+        width=int(report.width or 0),
+        height=int(report.height or 0),
+        synthetic_weights=synthetic,
+        seconds_per_frame=elapsed / max(frames, 1),
+        qc=report.to_dict(),
+    )
+
+
+def render_pair(
+    image_path: str | Path,
+    audio_path: str | Path,
+    out_path: str | Path,
+    options: RenderOptions | None = None,
+    models=None,
+    progress: bool = False,
+) -> VideoResult:
+    """The whole model for one photo + speech pair (models are loaded once per process and reused)."""
+    options = options or RenderOptions()
+    face = extract_face(image_path, options, models)
+    coeffs = audio_to_coefficients(audio_path, face, options, models)
+    return render_video(face, coeffs, image_path, audio_path, out_path, options, models, progress)
