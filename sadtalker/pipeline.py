@@ -296,7 +296,7 @@ def render_video(
     width, height = output_size(options.size, record.crop_info_size)
     paste = None
     if full:
-        paste = PasteBack(load_image(image_path).pixels, record.paste_box_rsize, box_space=record.rsize)
+        paste = PasteBack(load_image(image_path).pixels, record.paste_box)
     stats = FrameStats()
     bar = None
     if progress:

@@ -12,6 +12,10 @@ SHARED = Path(os.environ.get("SADTALKER_SHARED", REPO.parent / "shared"))
 TEST_DATA = REPO / "tests" / "data"
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Tests always run on synthetic weights in a project-local cache (kept between runs: the 725 MB file takes
+# ~10 s to write), never on whatever official weights the user has in ~/.cache.
+os.environ["SADTALKER_HOME"] = str(REPO / ".cache" / "sadtalker-tests")
+os.environ.pop("SADTALKER_WEIGHTS", None)
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +35,22 @@ def golden_dir(shared_dir: Path) -> Path:
 def test_data() -> Path:
     """The project's own small test media (tests/data; licences in tests/data/README.md)."""
     return TEST_DATA
+
+
+@pytest.fixture(scope="session")
+def models():
+    """One model holder for the whole session (networks load once, as in a worker process)."""
+    from sadtalker.models import Models
+
+    return Models(landmarker="dlib")
+
+
+@pytest.fixture(scope="session")
+def short_speech(tmp_path_factory) -> Path:
+    """The first 0.28 s (7 frames) of tests/data/speech.wav: renders cost ~10 s per frame on 2 CPU cores."""
+    import soundfile
+
+    data, rate = soundfile.read(TEST_DATA / "speech.wav", dtype="int16")
+    path = tmp_path_factory.mktemp("speech") / "short.wav"
+    soundfile.write(path, data[: int(0.28 * rate)], rate, subtype="PCM_16")
+    return path

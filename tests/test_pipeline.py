@@ -1,0 +1,103 @@
+"""The one-pair path end to end on synthetic weights (real networks, tiny clip)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sadtalker.cli import main as cli_main
+from sadtalker.options import RenderOptions
+from sadtalker.pipeline import CoeffResult, FaceResult, audio_to_coefficients, extract_face, render_video
+from sadtalker.video import probe
+
+
+@pytest.fixture(scope="module")
+def face(models, test_data) -> FaceResult:
+    return extract_face(test_data / "portrait.png", RenderOptions(), models)
+
+
+@pytest.fixture(scope="module")
+def coeffs(models, face, short_speech) -> CoeffResult:
+    return audio_to_coefficients(short_speech, face, RenderOptions(seed=3), models)
+
+
+def test_face_record(face):
+    assert face.source_image.shape == (256, 256, 3) and face.source_image.dtype == np.uint8
+    assert face.coeff_3dmm.shape == (1, 73) and np.isfinite(face.coeff_3dmm).all()
+    assert face.full_coeff.shape == (1, 257)
+    assert face.num_faces == 1 and face.backend == "dlib"
+
+
+def test_records_round_trip(tmp_path, face, coeffs):
+    face.save(tmp_path / "face.npz")
+    again = FaceResult.load(tmp_path / "face.npz")
+    np.testing.assert_array_equal(again.coeff_3dmm, face.coeff_3dmm)
+    np.testing.assert_array_equal(again.source_image, face.source_image)
+    assert again.crop_record() == face.crop_record()
+    coeffs.save(tmp_path / "coeffs.npz")
+    assert CoeffResult.load(tmp_path / "coeffs.npz").num_frames == coeffs.num_frames
+
+
+def test_coefficients_are_seeded(models, face, coeffs, short_speech):
+    assert coeffs.coefficients.shape == (7, 70)
+    again = audio_to_coefficients(short_speech, face, RenderOptions(seed=3), models)
+    np.testing.assert_array_equal(again.coefficients, coeffs.coefficients)
+    other = audio_to_coefficients(short_speech, face, RenderOptions(seed=4), models)
+    assert not np.array_equal(other.coefficients[:, 64:], coeffs.coefficients[:, 64:])
+
+
+def test_render_writes_a_playable_video(tmp_path, models, face, coeffs, test_data, short_speech):
+    out = tmp_path / "clip.mp4"
+    result = render_video(
+        face, coeffs, test_data / "portrait.png", short_speech, out, RenderOptions(), models
+    )
+    info = probe(out)
+    assert info.frames == 7 and info.fps == 25
+    assert info.has_audio and info.audio_codec == "aac"
+    assert abs(info.duration - 0.28) <= 0.04
+    assert result.synthetic_weights and result.qc["passed"], result.qc
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+def test_interrupted_render_leaves_nothing(
+    tmp_path, models, face, coeffs, test_data, short_speech, monkeypatch
+):
+    from sadtalker.render.animate import FaceAnimator
+
+    real_animate = FaceAnimator.animate
+
+    def dies_after_first_chunk(self, *args, **kwargs):
+        chunks = real_animate(self, *args, **kwargs)
+        yield next(chunks)
+        raise KeyboardInterrupt("worker stopped")
+
+    monkeypatch.setattr(FaceAnimator, "animate", dies_after_first_chunk)
+    out = tmp_path / "clip.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        render_video(face, coeffs, test_data / "portrait.png", short_speech, out, RenderOptions(), models)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_full_mode_pastes_back_into_the_photo(tmp_path, test_data):
+    import soundfile
+
+    speech, rate = soundfile.read(test_data / "speech.wav", dtype="int16")
+    audio = tmp_path / "two_frames.wav"
+    soundfile.write(audio, speech[: int(0.08 * rate)], rate, subtype="PCM_16")
+    out = tmp_path / "full.mp4"
+    code = cli_main(["render", "--image", str(test_data / "portrait.png"), "--audio", str(audio)]
+                    + ["--out", str(out), "--preprocess", "full", "--still", "--quiet"])  # fmt: skip
+    assert code == 0
+    info = probe(out)
+    assert (info.width, info.height) == (256, 256)  # the original photo's size
+    assert info.frames == 2
+
+
+def test_cli_reports_bad_input(tmp_path, test_data, capsys):
+    bad = tmp_path / "noise.wav"
+    bad.write_bytes(b"not audio at all")
+    code = cli_main(["render", "--image", str(test_data / "portrait.png"), "--audio", str(bad)]
+                    + ["--out", str(tmp_path / "x.mp4"), "--quiet"])  # fmt: skip
+    assert code == 2
+    assert "noise.wav" in capsys.readouterr().err
+    assert not (tmp_path / "x.mp4").exists()
