@@ -7,18 +7,17 @@ in the process. Keyed by (render size, preprocess family, device, dtype).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar
 
 import torch
 
 from sadtalker.errors import WeightsError
+from sadtalker.weights.download import sha256_file
 from sadtalker.weights.loading import load_checkpoint, load_strict, sub_state_dict
 from sadtalker.weights.registry import REGISTRY, cache_dir, mapping_file, sadtalker_file
 from sadtalker.weights.synthetic import SYNTHETIC_WARNING, ensure_synthetic_checkpoints
@@ -27,21 +26,6 @@ log = logging.getLogger(__name__)
 
 SYNTHETIC_SEED = 0
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-@lru_cache(maxsize=16)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, computed once per process for a given (path, size, mtime)."""
-    stat = path.stat()
-    return _file_sha256(str(path), stat.st_size, stat.st_mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -74,7 +58,7 @@ def resolve_weights(
     if all(path.is_file() for path in paths):
         sha = {}
         for item, path in zip(wanted, paths, strict=True):
-            actual = file_sha256(path)
+            actual = sha256_file(path)
             if item.sha256 and actual != item.sha256:
                 raise WeightsError(
                     f"{path}: SHA-256 {actual} does not match the official {item.sha256}; "
@@ -90,7 +74,7 @@ def resolve_weights(
     synthetic = ensure_synthetic_checkpoints(SYNTHETIC_SEED, [item.name for item in wanted])
     log.warning("%s (official files not found in %s)", SYNTHETIC_WARNING, folder)
     paths = [synthetic / item.name for item in wanted]
-    return WeightSet(paths[0], paths[1], synthetic=True, sha256={p.name: file_sha256(p) for p in paths})
+    return WeightSet(paths[0], paths[1], synthetic=True, sha256={p.name: sha256_file(p) for p in paths})
 
 
 class Models:

@@ -253,8 +253,12 @@ def render_video(
     options: RenderOptions,
     models=None,
     progress: bool = False,
+    enhancer=None,
 ) -> VideoResult:
     """Coefficients -> frames -> mp4 with the speech muxed in (SPEC §6, §7).
+
+    ``enhancer``: an optional :class:`sadtalker.video.FrameEnhancer` (e.g. a face restorer) applied to each
+    output frame before encoding; none ships yet.
 
     Frames are rendered ``options.batch_size`` at a time and streamed straight into ffmpeg, so memory does
     not grow with the clip's length. The file appears at ``out_path`` only when complete (temp + rename).
@@ -314,6 +318,8 @@ def render_video(
                 images = resize_frames(frames_to_uint8(chunk), width, height)  # (B, h, S, 3)
                 if paste is not None:
                     images = np.stack([paste(image) for image in images])
+                if enhancer is not None:
+                    images = np.stack([enhancer(image) for image in images])
                 stats.update(images)
                 writer.write(images)
                 if bar is not None:

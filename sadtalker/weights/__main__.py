@@ -1,6 +1,6 @@
 """Command line for the weights cache.
 
-    python -m sadtalker.weights fetch [NAME ... | all] [--dest DIR] [--no-progress] [--retries N]
+    python -m sadtalker.weights fetch [NAME ... | all | face-alignment] [--dest DIR] [--no-progress]
     python -m sadtalker.weights list [--dest DIR] [--no-hash]
     python -m sadtalker.weights synthetic --seed N [--out DIR] [NAME ...]
 
@@ -22,7 +22,27 @@ from sadtalker.weights.download import check_file, fetch
 from sadtalker.weights.registry import REGISTRY, cache_dir
 
 
+def _fetch_face_alignment(dest: Path | None, progress: bool, retries: int) -> int:
+    """face-alignment's detector + landmark weights into torch hub's cache (where it reads them), checked
+    against the SHA-256 prefix in their names."""
+    from sadtalker.weights.face_models import FACE_ALIGNMENT_FILES, face_alignment_dir, verify_file
+
+    folder = dest if dest is not None else face_alignment_dir()
+    failed = 0
+    for weight in FACE_ALIGNMENT_FILES:
+        try:
+            path = fetch(weight, folder, progress=progress, retries=retries)
+            verify_file(path, weight)
+            print(path)
+        except WeightsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
 def _fetch(names: list[str], dest: Path | None, progress: bool, retries: int) -> int:
+    if names == ["face-alignment"]:
+        return _fetch_face_alignment(dest, progress, retries)
     if not names or names == ["all"]:
         names = [name for name, weight in REGISTRY.items() if not weight.legacy]
     unknown = [name for name in names if name not in REGISTRY]
@@ -79,7 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p_fetch = sub.add_parser("fetch", help="download and verify registry files into the cache")
-    p_fetch.add_argument("names", nargs="*", help="file names, or 'all' (default: all current files)")
+    p_fetch.add_argument(
+        "names",
+        nargs="*",
+        help="file names, 'all' (default: the current SadTalker files) or 'face-alignment'",
+    )
     p_fetch.add_argument("--dest", type=Path, default=None, help="folder (default: the weights cache)")
     p_fetch.add_argument("--no-progress", action="store_true")
     p_fetch.add_argument("--retries", type=int, default=4)

@@ -10,7 +10,6 @@ None and the prefix is checked instead (:func:`sha256_prefix`).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
@@ -56,33 +55,21 @@ def face_alignment_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-_VERIFIED: dict[tuple[str, int, int], str] = {}
-
-
 def verify_file(path: Path, weight: WeightFile) -> None:
     """Check ``path`` against ``weight`` (full SHA-256 when known, else the name's prefix).
 
     Raises:
         WeightsError: the hash does not match.
     """
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    digest = _VERIFIED.get(key) or file_sha256(path)
+    from sadtalker.weights.download import sha256_file
+
+    digest = sha256_file(path)
     expected = weight.sha256 or sha256_prefix(weight)
     if not digest.startswith(expected):
         raise WeightsError(
             f"{path}: SHA-256 {digest[:16]}… does not match {expected} (corrupt or partial download); "
             f"delete it and run `{FETCH_HINT}`"
         )
-    _VERIFIED[key] = digest
 
 
 def resolve_face_alignment_weights(directory: Path | None = None) -> dict[str, Path]:
