@@ -19,7 +19,7 @@ import torch
 from sadtalker.errors import WeightsError
 from sadtalker.weights.download import sha256_file
 from sadtalker.weights.loading import load_checkpoint, load_strict, sub_state_dict
-from sadtalker.weights.registry import REGISTRY, cache_dir, mapping_file, sadtalker_file
+from sadtalker.weights.registry import cache_dir, mapping_file, sadtalker_file
 from sadtalker.weights.synthetic import SYNTHETIC_WARNING, ensure_synthetic_checkpoints
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,15 @@ def resolve_weights(
     return WeightSet(paths[0], paths[1], synthetic=True, sha256={p.name: sha256_file(p) for p in paths})
 
 
+@dataclass(frozen=True)
+class _SizeNetworks:
+    expnet: torch.nn.Module
+    posevae: torch.nn.Module
+    recon: torch.nn.Module
+    kp_detector: torch.nn.Module
+    generator: torch.nn.Module
+
+
 class Models:
     """Every network one process needs, loaded once and shared (thread-safe)."""
 
@@ -122,29 +131,41 @@ class Models:
         with self._lock:
             return any(v.synthetic for k, v in self._cache.items() if k[0] == "weights")
 
-    def _state(self, size: int) -> dict[str, torch.Tensor]:
-        # The 725 MB file is read once per size; networks keep their own copies of what they need.
-        weights = self.weights(size, "crop")
-        return self._get(("state", size), lambda: load_checkpoint(weights.sadtalker))
+    def _networks(self, size: int) -> _SizeNetworks:
+        """Every network stored in ``SadTalker_V0.0.2_<size>.safetensors``, built on the CPU in one pass so
+        that the 725 MB file is read once and its tensors are dropped right after loading."""
 
-    def audio_networks(self, size: int, device: str = "cpu"):
-        """(ExpNet, PoseVAE) in eval mode, float32."""
-        from sadtalker.coeffs.expnet import ExpNet
-        from sadtalker.coeffs.posevae import Audio2Pose
+        def build() -> _SizeNetworks:
+            from sadtalker.coeffs.expnet import ExpNet
+            from sadtalker.coeffs.posevae import Audio2Pose
+            from sadtalker.recon.extract import build_recon_net
+            from sadtalker.render.build import load_network
+            from sadtalker.render.generator import OcclusionAwareSPADEGenerator
+            from sadtalker.render.keypoint_detector import KPDetector
 
-        def build():
-            state = self._state(size)
-            expnet = load_strict(ExpNet(), sub_state_dict(state, "audio2exp."), "audio2exp")
-            posevae = load_strict(Audio2Pose(), sub_state_dict(state, "audio2pose."), "audio2pose")
-            return expnet.eval().to(device), posevae.eval().to(device)
+            state = load_checkpoint(self.weights(size, "crop").sadtalker)
+            networks = _SizeNetworks(
+                expnet=load_strict(ExpNet(), sub_state_dict(state, "audio2exp."), "audio2exp").eval(),
+                posevae=load_strict(Audio2Pose(), sub_state_dict(state, "audio2pose."), "audio2pose").eval(),
+                recon=build_recon_net(state),
+                kp_detector=load_network(KPDetector, sub_state_dict(state, "kp_extractor."), "kp_detector"),
+                generator=load_network(
+                    OcclusionAwareSPADEGenerator, sub_state_dict(state, "generator."), "generator"
+                ),
+            )
+            del state
+            return networks
 
-        return self._get(("audio", size, device), build)
+        return self._get(("networks", size), build)
 
-    def recon_network(self, size: int, device: str = "cpu"):
-        """The 3DMM regressor in eval mode, float32."""
-        from sadtalker.recon.extract import build_recon_net
+    def audio_networks(self, size: int):
+        """(ExpNet, PoseVAE) in eval mode on the CPU (they cost milliseconds per frame)."""
+        networks = self._networks(size)
+        return networks.expnet, networks.posevae
 
-        return self._get(("recon", size, device), lambda: build_recon_net(self._state(size)).to(device))
+    def recon_network(self, size: int):
+        """The 3DMM regressor in eval mode on the CPU."""
+        return self._networks(size).recon
 
     def landmarker(self):
         """The face detector + 68-landmark backend (``auto``: face-alignment when its weights are cached,
@@ -154,27 +175,28 @@ class Models:
         return self._get(("landmarker", self.landmarker_name), lambda: make_landmarker(self.landmarker_name))
 
     def animator(self, size: int, preprocess: str, device: str = "cpu", dtype: str = "float32"):
-        """The face renderer engine (mapping net + keypoint detector + generator)."""
+        """The face renderer engine (mapping net + keypoint detector + generator) on ``device``."""
         from sadtalker.render.animate import FaceAnimator
-        from sadtalker.render.build import build_renderer
+        from sadtalker.render.build import load_network
+        from sadtalker.render.mapping import MappingConfig, MappingNet
 
         family = "full" if "full" in preprocess else "crop"
 
         def build():
-            weights = self.weights(size, preprocess)
-            mapping_state = load_checkpoint(weights.mapping)
-            renderer = build_renderer(self._state(size), mapping_state, device=device)
+            networks = self._networks(size)
+            mapping_state = sub_state_dict(
+                load_checkpoint(self.weights(size, preprocess).mapping), "mapping/"
+            )
+            coeff_nc = int(mapping_state["first.0.weight"].shape[1])
+            mapping = load_network(
+                lambda: MappingNet(MappingConfig(coeff_nc=coeff_nc)), mapping_state, "mapping"
+            )
             autocast = None if dtype == "float32" else _DTYPES[dtype]
-            return FaceAnimator(*renderer, autocast_dtype=autocast)
+            return FaceAnimator(
+                networks.kp_detector.to(device),
+                networks.generator.to(device),
+                mapping.to(device),
+                autocast_dtype=autocast,
+            )
 
         return self._get(("animator", size, family, device, dtype), build)
-
-    def release_checkpoints(self) -> None:
-        """Drop the raw checkpoint dicts (the built networks stay)."""
-        with self._lock:
-            for key in [k for k in self._cache if k[0] == "state"]:
-                del self._cache[key]
-
-
-def official_names() -> list[str]:
-    return [name for name, item in REGISTRY.items() if not item.legacy]
