@@ -220,13 +220,14 @@ def audio_to_coefficients(
     """
     import torch
 
-    from sadtalker.audio import crop_to_frames, load_audio, mel_spectrogram, mel_windows, random_blink_curve
+    from sadtalker.audio import crop_to_frames, load_audio, mel_spectrogram, random_blink_curve
+    from sadtalker.audio.mel import MelWindows
     from sadtalker.coeffs.generate import draw_latents, generate_coefficients
 
     models = _models(models)
     wav = load_audio(audio_path)
     cropped, frames = crop_to_frames(wav)
-    windows = mel_windows(mel_spectrogram(cropped), frames)
+    windows = MelWindows(mel_spectrogram(cropped), frames)  # built 200 frames at a time, not all at once
     expnet, posevae = models.audio_networks(options.size)
     rng = np.random.default_rng([options.seed, 0xB1])
     with torch.inference_mode():

@@ -19,7 +19,7 @@ from sadtalker.audio import (
     num_frames,
     random_blink_curve,
 )
-from sadtalker.audio.mel import mel_window_indices
+from sadtalker.audio.mel import MelWindows, mel_window_indices
 from sadtalker.errors import AudioError
 
 
@@ -128,6 +128,21 @@ def test_mel_windows_clamp_at_both_ends():
     windows = mel_windows(mel, 50)
     assert windows.shape == (50, 80, 16)
     np.testing.assert_array_equal(windows[10], mel[index[10]].T)
+
+
+def test_blockwise_mel_equals_one_block():
+    wav = np.random.default_rng(0).normal(scale=0.1, size=16000 * 3 + 123).astype(np.float32)
+    one_block = mel_spectrogram(wav, block_frames=10**6)
+    np.testing.assert_array_equal(mel_spectrogram(wav, block_frames=7), one_block)
+
+
+def test_lazy_windows_equal_the_full_array():
+    mel = np.random.default_rng(1).normal(size=(97, 80)).astype(np.float32)
+    lazy = MelWindows(mel, 30)
+    assert lazy.shape == (30, 80, 16) and len(lazy) == 30
+    full = mel_windows(mel, 30)
+    np.testing.assert_array_equal(lazy[5:17], full[5:17])
+    np.testing.assert_array_equal(lazy[-4:], full[-4:])
 
 
 def test_blink_curve_is_seeded_and_well_formed():

@@ -40,8 +40,11 @@ def _mel_basis() -> np.ndarray:
     return librosa.filters.mel(sr=16_000, n_fft=N_FFT, n_mels=N_MELS, fmin=55, fmax=7600)
 
 
-def mel_spectrogram(wav: np.ndarray) -> np.ndarray:
+def mel_spectrogram(wav: np.ndarray, block_frames: int = 4096) -> np.ndarray:
     """Normalised log-mel of 16 kHz audio.
+
+    Computed ``block_frames`` mel frames at a time (each frame only sees its own 800 samples, so blocks give
+    exactly the frames of a one-shot STFT) to keep memory small and flat for long audio.
 
     Args:
         wav: ``(L,)`` float samples.
@@ -53,19 +56,56 @@ def mel_spectrogram(wav: np.ndarray) -> np.ndarray:
     from scipy.signal import lfilter
 
     emphasised = lfilter([1.0, -0.97], [1.0], np.asarray(wav, dtype=np.float64))
-    spectrum = librosa.stft(
-        y=emphasised, n_fft=N_FFT, hop_length=HOP, win_length=N_FFT, center=True, pad_mode="constant"
-    )
-    mel = _mel_basis() @ np.abs(spectrum)
-    db = 20.0 * np.log10(np.maximum(1e-5, mel)) - _REF_LEVEL_DB
-    normalised = (2 * _MAX_ABS) * ((db - _MIN_LEVEL_DB) / -_MIN_LEVEL_DB) - _MAX_ABS
-    return np.clip(normalised, -_MAX_ABS, _MAX_ABS).T.astype(np.float32)
+    # centre=True with zero padding, done once here so that every block is a plain (uncentred) STFT
+    padded = np.pad(emphasised, (N_FFT // 2, N_FFT // 2))
+    total = 1 + len(emphasised) // HOP
+    out = np.empty((total, N_MELS), dtype=np.float32)
+    for first in range(0, total, block_frames):
+        last = min(total, first + block_frames)
+        segment = padded[first * HOP : (last - 1) * HOP + N_FFT]
+        spectrum = librosa.stft(y=segment, n_fft=N_FFT, hop_length=HOP, win_length=N_FFT, center=False)
+        mel = _mel_basis() @ np.abs(spectrum)
+        db = 20.0 * np.log10(np.maximum(1e-5, mel)) - _REF_LEVEL_DB
+        normalised = (2 * _MAX_ABS) * ((db - _MIN_LEVEL_DB) / -_MIN_LEVEL_DB) - _MAX_ABS
+        out[first:last] = np.clip(normalised, -_MAX_ABS, _MAX_ABS).T
+    return out
 
 
-def mel_window_indices(frames: int, mel_frames: int) -> np.ndarray:
-    """Mel rows of each video frame's window: ``trunc(80 (i - 2) / 25) + 0..15``, clamped. ``(T, 16)`` int."""
-    starts = np.trunc(_MEL_FPS * (np.arange(frames) - 2) / FPS).astype(np.int64)
+def mel_window_indices(frames: int | np.ndarray, mel_frames: int) -> np.ndarray:
+    """Mel rows of each video frame's window: ``trunc(80 (i - 2) / 25) + 0..15``, clamped to the mel.
+
+    Args:
+        frames: T (all frames) or the frame numbers ``(n,)``.
+
+    Returns:
+        ``(n, 16)`` int64.
+    """
+    numbers = np.arange(frames) if np.ndim(frames) == 0 else np.asarray(frames)
+    starts = np.trunc(_MEL_FPS * (numbers - 2) / FPS).astype(np.int64)
     return np.clip(starts[:, None] + np.arange(WINDOW_STEPS)[None, :], 0, mel_frames - 1)
+
+
+class MelWindows:
+    """The per-frame mel windows of a clip, built on demand for a slice of frames.
+
+    Behaves like the ``(T, 80, 16)`` array of :func:`mel_windows` for ``shape``, ``len`` and slicing, without
+    holding all T windows (77 MB for ten minutes of speech) at once.
+    """
+
+    def __init__(self, mel: np.ndarray, frames: int):
+        self.mel = mel
+        self.frames = frames
+        self.shape = (frames, N_MELS, WINDOW_STEPS)
+
+    def __len__(self) -> int:
+        return self.frames
+
+    def __getitem__(self, item: slice) -> np.ndarray:
+        """``(n, 80, 16)`` float32 windows of the frames ``range(T)[item]``."""
+        if not isinstance(item, slice):
+            raise TypeError("MelWindows supports slices only")
+        index = mel_window_indices(np.arange(self.frames)[item], self.mel.shape[0])
+        return np.ascontiguousarray(self.mel[index].transpose(0, 2, 1), dtype=np.float32)
 
 
 def mel_windows(mel: np.ndarray, frames: int) -> np.ndarray:
@@ -78,5 +118,4 @@ def mel_windows(mel: np.ndarray, frames: int) -> np.ndarray:
     Returns:
         ``(T, 80, 16)`` float32 (mel bins x time in window).
     """
-    index = mel_window_indices(frames, mel.shape[0])
-    return np.ascontiguousarray(mel[index].transpose(0, 2, 1), dtype=np.float32)
+    return MelWindows(mel, frames)[:]

@@ -72,7 +72,7 @@ def generate_coefficients(
     """Run ExpNet and PoseVAE and assemble the clip's coefficients.
 
     Args:
-        mels: ``(T, 80, 16)`` mel windows.
+        mels: ``(T, 80, 16)`` mel windows (an array or a :class:`sadtalker.audio.mel.MelWindows`).
         source: ``(70,)`` (or more) source coefficients: expression 0:64, angles 64:67, translation 67:70.
         blink: ``(T, 1)`` eye-closure ratio (ignored, all zeros, when ``ref_eyeblink`` is given).
         z: ``(posevae.num_draws(T), 64)`` latent noise.
@@ -102,7 +102,7 @@ def generate_coefficients(
     for start in range(0, frames, EXPNET_CHUNK):
         stop = min(frames, start + EXPNET_CHUNK)
         out = expnet(
-            tensor(mels[start:stop, None]),  # (n, 1, 80, 16)
+            tensor(mels[start:stop])[:, None],  # (n, 1, 80, 16)
             tensor(reference[start:stop, :EXPRESSION_DIM]),
             tensor(blink[start:stop]),
         )
@@ -110,10 +110,7 @@ def generate_coefficients(
     expression_arr = np.concatenate(expression, axis=0)
 
     pose_raw = (
-        posevae.generate(tensor(mels[:, None]), tensor(reference[0, 64:70]), pose_style, tensor(z))
-        .float()
-        .cpu()
-        .numpy()
+        posevae.generate(mels, tensor(reference[0, 64:70]), pose_style, tensor(z)).float().cpu().numpy()
     )
     pose = smooth_pose(pose_raw)
     if ref_pose is not None:

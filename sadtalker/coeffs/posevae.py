@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -132,13 +133,12 @@ class Audio2Pose(nn.Module):
         rest = frames - 1
         return rest // self.cfg.seq_len + (1 if rest % self.cfg.seq_len else 0)
 
-    def generate(
-        self, mels: torch.Tensor, reference_pose: torch.Tensor, style: int, z: torch.Tensor
-    ) -> torch.Tensor:
+    def generate(self, mels, reference_pose: torch.Tensor, style: int, z: torch.Tensor) -> torch.Tensor:
         """Pose for every frame: the reference pose plus decoded motion, chunked by 32 frames (SPEC §5.5).
 
         Args:
-            mels: ``(T, 1, 80, 16)`` mel windows.
+            mels: ``(T, 80, 16)`` mel windows: an array, or anything sliceable like one
+                (:class:`sadtalker.audio.mel.MelWindows`); only 32 frames are turned into a tensor at a time.
             reference_pose: ``(6,)`` source angles + translation (frame 0).
             style: pose style in [0, 46).
             z: ``(num_draws(T), 64)`` latent noise, in call order (full chunks first, the remainder last).
@@ -148,22 +148,25 @@ class Audio2Pose(nn.Module):
         """
         seq = self.cfg.seq_len
         frames = mels.shape[0]
-        rest = mels[1:]  # frame 0 is the reference: zero motion
-        count = frames - 1
         if z.shape[0] != self.num_draws(frames):
             raise ValueError(
                 f"expected {self.num_draws(frames)} latent draws for {frames} frames, got {z.shape[0]}"
             )
         decoder = self.netG.decoder
-        style_ids = torch.tensor([style], device=mels.device)
+        device, dtype = reference_pose.device, reference_pose.dtype
+        style_ids = torch.tensor([style], device=device)
         ref = reference_pose.reshape(1, -1)
-        motions = [torch.zeros(1, reference_pose.numel(), dtype=mels.dtype, device=mels.device)]
-        full, remainder = divmod(count, seq)
-        for k in range(full):
-            audio = self.audio_encoder(rest[k * seq : (k + 1) * seq].unsqueeze(0))  # (1, 32, 512)
-            motions.append(decoder(z[k : k + 1], style_ids, ref, audio)[0])
-        if remainder:
-            audio = self.audio_encoder(rest[-seq:].unsqueeze(0))  # the last (up to) 32 windows
+
+        def encode(first: int, last: int) -> torch.Tensor:
+            chunk = torch.as_tensor(np.asarray(mels[first:last]), device=device, dtype=dtype)
+            return self.audio_encoder(chunk[None, :, None])  # (1, n, 1, 80, 16) -> (1, n, 512)
+
+        motions = [torch.zeros(1, reference_pose.numel(), dtype=dtype, device=device)]  # frame 0: no motion
+        full, remainder = divmod(frames - 1, seq)
+        for k in range(full):  # frames 1 + 32k .. 32 + 32k
+            motions.append(decoder(z[k : k + 1], style_ids, ref, encode(1 + k * seq, 1 + (k + 1) * seq))[0])
+        if remainder:  # the last (up to) 32 frames again, with a fresh draw; keep the last `remainder` rows
+            audio = encode(max(1, frames - seq), frames)
             if audio.shape[1] < seq:  # fewer than 32 frames in all: left-pad with the first embedding
                 audio = torch.cat([audio[:, :1].expand(1, seq - audio.shape[1], -1), audio], dim=1)
             motions.append(decoder(z[full : full + 1], style_ids, ref, audio)[0, -remainder:])

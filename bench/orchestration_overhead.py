@@ -1,0 +1,125 @@
+"""What Prefect orchestration costs per task: ``render_batch`` over N rows whose model stages are instant
+fakes (tests/pipeline_fakes.py) against calling the same task bodies directly (``task.fn``, same storage
+I/O and hashing, no Prefect).
+
+    python bench/orchestration_overhead.py [--rows 20] [--repeat 3] [--workers 1 2 4]
+
+Runs on Prefect's ephemeral server (its start-up is excluded: one warm-up batch first). Reports, as a
+markdown table, medians of:
+
+- ``direct``: the four stage bodies of every row, called one after another in this process;
+- ``flow, 0 rows``: the fixed cost of a batch (validation task, artifacts, results.parquet);
+- ``flow, workers=W`` for each ``--workers`` value: the whole batch of N rows (W rows in flight);
+
+each flow as its wall time and as its body (the flow function itself, ``BatchSummary.seconds``: the
+difference is the flow run's own start and end, e.g. joining its heartbeat thread, up to about 1 s), and
+the per-task overhead ``(body(N, workers=1) - body(0 rows) - direct(N)) / (4 N)`` in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the test-only fake pipeline
+
+import pipeline_fakes  # noqa: E402
+
+import flows  # noqa: E402,F401  (offline Prefect settings before Prefect is imported)
+
+pipeline_fakes.install()
+
+from flows.render_batch import render_batch  # noqa: E402
+from manifests.build import write_manifest  # noqa: E402
+from manifests.validate import validate_manifest  # noqa: E402
+from sadtalker.paths import BatchPaths  # noqa: E402
+from tasks import coefficients_task, extract_face_task, qc_task, render_task  # noqa: E402
+from tasks.records import StageContext  # noqa: E402
+
+
+def _manifest(folder: Path, rows: int) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    records = []
+    for i in range(rows):
+        (folder / f"r{i}.png").write_bytes(f"photo {i}".encode())
+        (folder / f"r{i}.wav").write_bytes(f"speech {i} FRAMES=4".encode())
+        records.append({"id": f"r{i}", "image": f"r{i}.png", "audio": f"r{i}.wav"})
+    path = folder / "manifest.parquet"
+    if records:
+        write_manifest(records, str(path))
+    else:  # an empty manifest (the fixed cost of a batch)
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = pa.schema([("id", pa.string()), ("image", pa.string()), ("audio", pa.string())])
+        pq.write_table(pa.Table.from_pylist([], schema=schema), path)
+    return str(path)
+
+
+def _direct(manifest: str, output: str) -> float:
+    report = validate_manifest(manifest)
+    ctx = StageContext(paths=BatchPaths.create(output, "direct"), device="cpu")
+    start = time.perf_counter()
+    for row in report.rows:
+        face = extract_face_task.fn(row, ctx)
+        coeffs = coefficients_task.fn(row, face, ctx)
+        render = render_task.fn(row, face, coeffs, ctx)
+        qc_task.fn(row, render, coeffs, ctx)
+    return time.perf_counter() - start
+
+
+def _flow(manifest: str, output: str, workers: int) -> tuple[float, float]:
+    """(wall time of the flow call, time of the flow body)."""
+    start = time.perf_counter()
+    summary = render_batch(manifest=manifest, output=output, workers=workers, device="cpu", force=True)
+    elapsed = time.perf_counter() - start
+    assert summary.failed == 0, summary.failures
+    return elapsed, summary.seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4], help="rows in flight (threads)")
+    args = parser.parse_args()
+    if 1 not in args.workers:
+        args.workers.insert(0, 1)
+    with tempfile.TemporaryDirectory(prefix="orchestration-bench-") as tmp:
+        root = Path(tmp)
+        full, empty = _manifest(root / "full", args.rows), _manifest(root / "empty", 0)
+        _flow(full, str(root / "warmup"), 4)  # starts the ephemeral server, imports everything
+        direct: list[float] = []
+        flows_: dict[int, list[tuple[float, float]]] = {w: [] for w in [0, *args.workers]}
+        for i in range(args.repeat):
+            direct.append(_direct(full, str(root / f"direct{i}")))  # fresh output: nothing cached
+            flows_[0].append(_flow(empty, str(root / f"e{i}"), 1))
+            for w in args.workers:
+                flows_[w].append(_flow(full, str(root / f"w{w}-{i}"), w))
+    d = statistics.median(direct)
+    wall = {w: statistics.median(r[0] for r in runs) for w, runs in flows_.items()}
+    body = {w: statistics.median(r[1] for r in runs) for w, runs in flows_.items()}
+    tasks = 4 * args.rows
+    per_task = (body[1] - body[0] - d) / tasks * 1000
+    head = f"{args.rows} rows x 4 tasks, instant fake stages, median of {args.repeat}"
+    print(f"\norchestration overhead: {head}")
+    print(f"machine: {os.cpu_count()} CPU cores, Prefect ephemeral server, local storage, threads runner\n")
+    print("| run | wall s | flow body s | body per row ms |")
+    print("|---|---:|---:|---:|")
+    print(f"| direct (task bodies, no Prefect) | {d:.2f} | - | {d / args.rows * 1000:.0f} |")
+    print(f"| flow, 0 rows (fixed cost of a batch) | {wall[0]:.2f} | {body[0]:.2f} | - |")
+    for w in args.workers:
+        print(f"| flow, workers={w} | {wall[w]:.2f} | {body[w]:.2f} | {body[w] / args.rows * 1000:.0f} |")
+    formula = f"(body - body(0 rows) - direct) / {tasks} tasks"
+    print(f"\nper-task overhead (workers=1): {per_task:.1f} ms = {formula}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
