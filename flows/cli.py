@@ -1,0 +1,191 @@
+"""The ``sadtalker-batch`` command (also ``python -m flows.cli``).
+
+```
+run MANIFEST --output PREFIX [--cache C] [--batch-id ID] [--strict] [--force]
+    [--runner threads|dask] [--dask-address tcp://host:8786] [--workers N] [--device auto|cpu|cuda]
+validate MANIFEST [--no-check-files]
+results OUTPUT/BATCH_ID            (or the path of a results.parquet)
+build-manifest SOURCE -o OUT.parquet [--set KEY=VALUE ...]
+render ... / weights ...           (forwarded to the model-only ``sadtalker`` command)
+```
+
+Exit codes: 0 every row succeeded (or the manifest is valid); 1 some rows failed (invalid manifest for
+``validate``); 2 the batch could not run (unreadable manifest, ``--strict`` with problems, bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import flows  # noqa: F401  (offline Prefect settings before Prefect is imported)
+from sadtalker import storage
+
+__all__ = ["main"]
+
+_SHOWN_COLUMNS = [
+    "row",
+    "id",
+    "status",
+    "failed_stage",
+    "num_frames",
+    "duration_s",
+    "qc_status",
+    "render_reused",
+    "total_s",
+    "error",
+]
+
+
+def _run(argv: Sequence[str], prog: str) -> int:
+    parser = argparse.ArgumentParser(prog=f"{prog} run", description="Render one video per manifest row.")
+    parser.add_argument("manifest", help="Parquet manifest (path or fsspec URL: file://, s3://, ...)")
+    parser.add_argument(
+        "-o", "--output", required=True, help="output prefix; the batch goes to OUTPUT/BATCH_ID"
+    )
+    parser.add_argument("--cache", help="shared stage cache prefix (default: OUTPUT/cache)")
+    parser.add_argument(
+        "--batch-id", help="default: manifest stem + 12 hex digits of its hash (reruns resume)"
+    )
+    parser.add_argument("--strict", action="store_true", help="any manifest problem fails the whole batch")
+    parser.add_argument("--force", action="store_true", help="recompute every stage, even when cached")
+    parser.add_argument("--runner", choices=("threads", "dask"), default="threads", help="default: threads")
+    parser.add_argument(
+        "--dask-address", help="scheduler of an existing Dask cluster (implies --runner dask)"
+    )
+    parser.add_argument("--workers", type=int, help="rows in flight (threads) or Dask worker processes")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:<i>")
+    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    parser.add_argument("--no-check-files", action="store_true", help="do not check that inputs exist first")
+    args = parser.parse_args(argv)
+
+    from flows.render_batch import render_batch
+
+    try:
+        summary = render_batch(
+            manifest=args.manifest,
+            output=args.output,
+            cache=args.cache,
+            batch_id=args.batch_id,
+            strict=args.strict,
+            force=args.force,
+            runner="dask" if args.dask_address else args.runner,
+            dask_address=args.dask_address,
+            workers=args.workers,
+            device=args.device,
+            dtype=args.dtype,
+            check_files=not args.no_check_files,
+        )
+    except Exception as exc:
+        print(
+            f"error: the batch did not run: {storage.redact(f'{type(exc).__name__}: {exc}')}", file=sys.stderr
+        )
+        return 2
+    print(
+        f"\nbatch {summary.batch_id}: {summary.succeeded}/{summary.total} succeeded, {summary.failed} failed "
+        f"({summary.invalid} invalid in the manifest), {summary.reused} reused, {summary.seconds:.1f} s"
+    )
+    for row_id, stage, error in summary.failures:
+        print(f"  FAILED {row_id} at {stage}: {error}")
+    if summary.synthetic_weights:
+        print("  WARNING: SYNTHETIC weights were used: these videos are not real results.")
+    print(f"videos:  {summary.batch_uri}/items/<id>/video.mp4")
+    print(f"results: {summary.results_uri}")
+    return 0 if summary.ok else 1
+
+
+def _read_results(target: str) -> Any:
+    import pandas as pd
+
+    uri = target if target.endswith(".parquet") else storage.join(target, "results.parquet")
+    return pd.read_parquet(io.BytesIO(storage.read_bytes(uri)), dtype_backend="numpy_nullable"), uri
+
+
+def _results(argv: Sequence[str], prog: str) -> int:
+    parser = argparse.ArgumentParser(prog=f"{prog} results", description="Show a batch's results table.")
+    parser.add_argument("batch", help="OUTPUT/BATCH_ID (the batch folder) or a results.parquet")
+    parser.add_argument("--failed", action="store_true", help="only the failed rows")
+    parser.add_argument("--all-columns", action="store_true", help="every column, one row per block")
+    args = parser.parse_args(argv)
+    try:
+        frame, uri = _read_results(args.batch)
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read results: {storage.redact(str(exc))}", file=sys.stderr)
+        return 2
+    shown = frame[frame["status"] == "failed"] if args.failed else frame
+    if args.all_columns:
+        for _, row in shown.iterrows():
+            print(row.to_string(), end="\n\n")
+    else:
+        table = shown[_SHOWN_COLUMNS].astype(object)
+        table = table.where(table.notna(), "-")
+        table["error"] = table["error"].str.slice(0, 80)
+        print(table.to_string(index=False))
+    counts = frame["status"].value_counts().to_dict()
+    print(
+        f"\n{storage.redact(uri)}: {len(frame)} rows, "
+        + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    )
+    return 0
+
+
+def _validate(argv: Sequence[str], prog: str) -> int:
+    from manifests.validate import main as validate_main
+
+    return validate_main(argv, prog=f"{prog} validate")
+
+
+def _build(argv: Sequence[str], prog: str) -> int:
+    from manifests.build import main as build_main
+
+    return build_main(argv, prog=f"{prog} build-manifest")
+
+
+_USAGE = """usage: {prog} COMMAND ...
+
+commands:
+  run MANIFEST --output PREFIX [--strict] [--force] [--runner threads|dask] [--dask-address A] ...
+                  render one video per manifest row (exit 1 when a row failed)
+  validate MANIFEST [--no-check-files]
+                  report every problem of every row (exit 1 when there is one)
+  results OUTPUT/BATCH_ID [--failed] [--all-columns]
+                  show a batch's results table
+  build-manifest SOURCE -o OUT.parquet [--set KEY=VALUE ...]
+                  build a manifest from a CSV, a JSON list or a folder of same-stem pairs
+  render ... | weights ...
+                  one pair without Prefect, weights (the `sadtalker` command)
+
+'{prog} COMMAND --help' describes each command."""
+
+
+def _model_cli(argv: Sequence[str], prog: str) -> int:
+    from sadtalker.cli import main as model_main
+
+    return model_main(list(argv))
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "sadtalker-batch") -> int:
+    """Run one command (see the module docstring); returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_USAGE.format(prog=prog))
+        return 0 if args else 2
+    handlers = {"run": _run, "validate": _validate, "results": _results, "build-manifest": _build}
+    if args[0] in ("render", "weights"):
+        return _model_cli(args, prog)
+    handler = handlers.get(args[0])
+    if handler is None:
+        print(_USAGE.format(prog=prog), file=sys.stderr)
+        print(f"\nerror: unknown command {args[0]!r}", file=sys.stderr)
+        return 2
+    try:
+        return handler(args[1:], prog)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main(prog="python -m flows.cli"))

@@ -1,0 +1,149 @@
+"""The one place that knows where batch outputs go (layout from DESIGN.md).
+
+```
+<output>/<batch_id>/
+  results.parquet          one row per manifest row: status, error, timings, hashes, output URIs
+  qc.parquet, report.html  batch QC
+  items/<row_id>/video.mp4, coeffs.npz, face.npz, qc.json
+  items/<row_id>/render.json   the render's record (its cache key, frames, duration): written after the
+                               video, it marks the video as done for resume
+<cache>/face/<key>.npz, <cache>/coeffs/<key>.npz   content-addressed stage results, shared by batches
+```
+
+``<cache>`` defaults to ``<output>/cache`` (so ``cache`` is not a valid batch id). Row ids, batch ids and
+cache keys are checked against a safe alphabet, and every derived path is checked to stay under its prefix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sadtalker import storage
+
+__all__ = [
+    "SAFE_ID",
+    "BatchPaths",
+    "ItemPaths",
+    "PathEscapeError",
+    "batch_id_for",
+    "check_id",
+    "check_key",
+    "ensure_within",
+]
+
+#: Row and batch ids: letters, digits, ``.``, ``_`` and ``-``; no leading dot; at most 128 characters.
+SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
+_KEY = re.compile(r"^[0-9a-f]{16,64}$")
+RESERVED_BATCH_IDS = frozenset({"cache"})
+
+
+class PathEscapeError(ValueError):
+    """A row id, batch id or key would put a file outside its output prefix."""
+
+
+def check_id(value: str, what: str = "row id") -> str:
+    """``value`` if it is a safe id (see :data:`SAFE_ID`); raises :class:`PathEscapeError` otherwise."""
+    if not isinstance(value, str) or not SAFE_ID.match(value) or value in (".", ".."):
+        raise PathEscapeError(
+            f"{what} {value!r} is not safe: use 1-128 of [A-Za-z0-9._-], not starting with a dot"
+        )
+    return value
+
+
+def check_key(value: str) -> str:
+    """``value`` if it is a lower-case hex cache key of 16-64 digits."""
+    if not isinstance(value, str) or not _KEY.match(value):
+        raise PathEscapeError(f"cache key {value!r} is not 16-64 lower-case hex digits")
+    return value
+
+
+def ensure_within(prefix: str, uri: str) -> str:
+    """``uri`` (normalized) if it lies strictly under ``prefix``; else raises :class:`PathEscapeError`."""
+    root, target = storage.normalize(prefix).rstrip("/"), storage.normalize(uri)
+    if not target.startswith(root + "/"):
+        raise PathEscapeError(f"{storage.redact(target)} is outside {storage.redact(root)}")
+    return target
+
+
+@dataclass(frozen=True)
+class ItemPaths:
+    """Where one row's outputs go."""
+
+    root: str
+    video: str
+    coeffs: str
+    face: str
+    qc: str
+    render_record: str
+
+
+@dataclass(frozen=True)
+class BatchPaths:
+    """Where one batch's outputs and the shared stage cache go.
+
+    Build it with :meth:`create`, which checks and normalizes the prefixes.
+    """
+
+    output: str
+    batch_id: str
+    cache: str
+
+    @classmethod
+    def create(cls, output: str, batch_id: str, cache: str | None = None) -> BatchPaths:
+        """Checked paths for batch ``batch_id`` under ``output``; ``cache`` defaults to ``<output>/cache``."""
+        check_id(batch_id, "batch id")
+        if batch_id in RESERVED_BATCH_IDS:
+            raise PathEscapeError(f"batch id {batch_id!r} is reserved (it names the default cache folder)")
+        out = storage.normalize(output)
+        return cls(
+            output=out, batch_id=batch_id, cache=storage.normalize(cache or storage.join(out, "cache"))
+        )
+
+    @property
+    def root(self) -> str:
+        """``<output>/<batch_id>``."""
+        return ensure_within(self.output, storage.join(self.output, self.batch_id))
+
+    @property
+    def results(self) -> str:
+        return storage.join(self.root, "results.parquet")
+
+    @property
+    def qc(self) -> str:
+        return storage.join(self.root, "qc.parquet")
+
+    @property
+    def report(self) -> str:
+        return storage.join(self.root, "report.html")
+
+    def item(self, row_id: str) -> ItemPaths:
+        """The output paths of row ``row_id`` (checked to stay inside the batch folder)."""
+        root = ensure_within(self.root, storage.join(self.root, "items", check_id(row_id)))
+        return ItemPaths(
+            root=root,
+            video=storage.join(root, "video.mp4"),
+            coeffs=storage.join(root, "coeffs.npz"),
+            face=storage.join(root, "face.npz"),
+            qc=storage.join(root, "qc.json"),
+            render_record=storage.join(root, "render.json"),
+        )
+
+    def face_cache(self, key: str) -> str:
+        """Content-addressed face (crop + 3DMM) artefact."""
+        return ensure_within(self.cache, storage.join(self.cache, "face", f"{check_key(key)}.npz"))
+
+    def coeffs_cache(self, key: str) -> str:
+        """Content-addressed coefficients artefact."""
+        return ensure_within(self.cache, storage.join(self.cache, "coeffs", f"{check_key(key)}.npz"))
+
+
+def batch_id_for(manifest_uri: str, manifest_sha256: str) -> str:
+    """The default batch id: the manifest's file stem plus the first 12 hex digits of its content hash.
+
+    The same manifest gives the same id, so rerunning an interrupted batch resumes it; an edited manifest
+    starts a new batch (its unchanged photos and audio still come from the shared cache).
+    """
+    stem = storage.normalize(manifest_uri).rstrip("/").rsplit("/", 1)[-1].split(".", 1)[0]
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-")[:64] or "batch"
+    return f"{stem}-{manifest_sha256[:12]}"

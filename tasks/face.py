@@ -1,0 +1,66 @@
+"""Stage 1: photo -> crop + 3DMM (``FaceResult``), content-addressed and reused across batches."""
+
+from __future__ import annotations
+
+import time
+
+from prefect import task
+
+from manifests.schema import ManifestRow
+from sadtalker import storage
+from tasks.common import (
+    STAGE_TASK_OPTIONS,
+    cached_artefact,
+    logger,
+    pipeline,
+    redact_errors,
+    resolve_device,
+    shared_models,
+)
+from tasks.keys import face_key, weights_fingerprint
+from tasks.records import FaceRecord, StageContext
+
+__all__ = ["extract_face_task"]
+
+
+@task(
+    name="extract-face",
+    task_run_name="face-{row.id}",
+    **STAGE_TASK_OPTIONS,
+)
+@redact_errors
+def extract_face_task(row: ManifestRow, ctx: StageContext) -> FaceRecord:
+    """Extract the face of ``row.image`` into ``<cache>/face/<key>.npz`` unless it is there (or ``force``);
+    copy it to ``items/<id>/face.npz``. Raises ``InputError`` (no face, unreadable photo): never retried."""
+    start = time.perf_counter()
+    pl, models = pipeline(), shared_models()
+    options = row.to_options(
+        device=resolve_device(ctx.device), dtype=ctx.dtype, ref_eyeblink=None, ref_pose=None
+    )
+    item = ctx.paths.item(row.id)
+    with storage.scratch_dir() as tmp:
+        image = storage.localize(row.image, tmp)
+        image_sha = storage.sha256_file(image)
+        key = face_key(image_sha, options, weights_fingerprint(models, options))
+        cache_uri = ctx.paths.face_cache(key)
+        face, reused = cached_artefact(
+            key,
+            cache_uri,
+            item.face,
+            ctx.force,
+            tmp,
+            pl.FaceResult.load,
+            lambda: pl.extract_face(image, options, models),
+        )
+    seconds = time.perf_counter() - start
+    logger().info("face %s: %s in %.2f s", row.id, "reused" if reused else "extracted", seconds)
+    return FaceRecord(
+        row_id=row.id,
+        image_sha256=image_sha,
+        key=key,
+        cache_uri=cache_uri,
+        uri=item.face,
+        num_faces=int(face.num_faces),
+        reused=reused,
+        seconds=seconds,
+    )

@@ -1,0 +1,32 @@
+"""Stage 0: read and validate the manifest (every problem of every row at once)."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from manifests.validate import ValidationReport, validate_manifest
+from sadtalker import storage
+from tasks.common import STAGE_TASK_OPTIONS, logger, redact_errors
+
+__all__ = ["load_manifest"]
+
+
+@task(
+    name="load-manifest",
+    **STAGE_TASK_OPTIONS,
+)
+@redact_errors
+def load_manifest(manifest: str, check_files: bool = True) -> ValidationReport:
+    """Read the Parquet manifest at ``manifest`` and validate it (``check_files``: check inputs exist)."""
+    report = validate_manifest(manifest, check_files=check_files)
+    log = logger()
+    log.info(
+        "manifest %s: %d rows, %d valid, %d invalid",
+        storage.redact(manifest),
+        report.num_rows,
+        len(report.rows),
+        len(report.invalid),
+    )
+    if report.problems:
+        log.warning("manifest problems:\n%s", report.format_problems(limit=200))
+    return report

@@ -1,0 +1,265 @@
+"""TEST-ONLY stand-in for ``sadtalker.pipeline`` and ``sadtalker.models`` in the orchestration tests.
+
+It follows their contract (``Models.shared`` and ``Models.weights``, ``extract_face``,
+``audio_to_coefficients``, ``render_video`` and the ``FaceResult`` / ``CoeffResult`` / ``VideoResult``
+records) and costs nothing: no torch, no model. It is switched on only by tests, in two ways:
+
+- in process: the ``fake_pipeline`` fixtures (tests/test_flow.py, tests/test_s3.py) call :func:`install`
+  through pytest's ``monkeypatch``, which puts this module in ``sys.modules`` as ``sadtalker.pipeline`` and
+  ``sadtalker.models`` for one test (``tasks.common`` looks both up there at call time);
+- in subprocesses (the Prefect worker and its flow-run processes, a run killed midway): the folder
+  ``tests/fake_site`` is put on ``PYTHONPATH``; its ``sitecustomize.py`` (Python's own start-up hook)
+  calls :func:`install`. Production never has that folder on its path; there is no switch in the
+  project's code.
+
+Behaviour is steered by markers in the input files' bytes, so a test manifest says what each row does:
+
+- photo containing ``NOFACE``: ``NoFaceError`` (bad input: never retried);
+- photo containing ``FLAKY<n>``: the first ``n`` calls for that file raise a transient ``OSError``;
+- audio containing ``BADAUDIO``: ``AudioError``; ``RENDERFAIL``: the render raises ``RuntimeError``;
+- audio containing ``FRAMES=<n>``: ``n`` frames (default 8);
+- audio containing ``HANG``: the coefficient stage blocks for 10 minutes when ``PIPELINE_FAKES_HANG=1`` is
+  set in the environment (to kill a run midway; not in the render, whose CPU lock would stall other rows).
+
+Every call is recorded in :data:`CALLS` as ``(function, file name)`` (building ``Models``: ``("Models",
+"pid<pid>")``), and appended to the file named by ``PIPELINE_FAKES_CALL_LOG`` when set (subprocesses).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from sadtalker.errors import AudioError, NoFaceError
+
+FPS = 25.0
+CALLS: list[tuple[str, str]] = []
+_LOCK = threading.RLock()
+_FLAKY_SEEN: dict[str, int] = {}
+
+
+def _record(function: str, path: str | Path) -> None:
+    with _LOCK:
+        CALLS.append((function, Path(path).name))
+        log = os.environ.get("PIPELINE_FAKES_CALL_LOG")
+        if log:
+            with open(log, "a") as f:
+                f.write(f"{function} {Path(path).name}\n")
+
+
+def calls(function: str) -> list[str]:
+    """File names passed to ``function`` so far (in this process)."""
+    with _LOCK:
+        return [name for fn, name in CALLS if fn == function]
+
+
+def reset() -> None:
+    """Forget calls, flaky counters and the shared models."""
+    with _LOCK:
+        CALLS.clear()
+        _FLAKY_SEEN.clear()
+    Models._shared = None
+    Models.instances = 0
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    num_faces: int
+    digest: str
+    size: int
+
+    def save(self, path: str | Path) -> None:
+        np.savez(path, num_faces=self.num_faces, digest=self.digest, size=self.size)
+
+    @classmethod
+    def load(cls, path: str | Path) -> FaceResult:
+        with np.load(path) as z:
+            return cls(num_faces=int(z["num_faces"]), digest=str(z["digest"]), size=int(z["size"]))
+
+
+@dataclass(frozen=True)
+class CoeffResult:
+    coefficients: np.ndarray
+    num_frames: int
+    audio_seconds: float
+
+    def save(self, path: str | Path) -> None:
+        np.savez(path, coefficients=self.coefficients, audio_seconds=self.audio_seconds)
+
+    @classmethod
+    def load(cls, path: str | Path) -> CoeffResult:
+        with np.load(path) as z:
+            c = z["coefficients"]
+            return cls(coefficients=c, num_frames=int(c.shape[0]), audio_seconds=float(z["audio_seconds"]))
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    path: str
+    num_frames: int
+    duration: float
+    width: int
+    height: int
+    synthetic_weights: bool
+    seconds_per_frame: float = 0.0
+    qc: dict | None = None
+
+
+@dataclass(frozen=True)
+class WeightSet:
+    sha256: dict[str, str]
+    synthetic: bool
+
+
+class Models:
+    """Counts how often it is built: once per process is the contract (``sadtalker.models.Models``)."""
+
+    _shared: Models | None = None
+    instances = 0
+    synthetic = True
+
+    def weights(self, size: int, preprocess: str) -> WeightSet:
+        mapping = "mapping_00109-model.pth.tar" if "full" in preprocess else "mapping_00229-model.pth.tar"
+        return WeightSet(
+            {f"SadTalker_V0.0.2_{size}.safetensors": "f" * 64, mapping: "e" * 64}, self.synthetic
+        )
+
+    def __init__(self) -> None:
+        type(self).instances += 1
+        _record("Models", f"pid{os.getpid()}")
+
+    @classmethod
+    def shared(cls) -> Models:
+        with _LOCK:
+            if cls._shared is None:
+                cls._shared = cls()
+            return cls._shared
+
+
+def extract_face(image_path: str | Path, options: Any, models: Models | None = None) -> FaceResult:
+    _record("extract_face", image_path)
+    data = Path(image_path).read_bytes()
+    if b"NOFACE" in data:
+        raise NoFaceError(str(image_path), "no face found in the photo")
+    flaky = re.search(rb"FLAKY(\d+)", data)
+    if flaky:
+        with _LOCK:
+            seen = _FLAKY_SEEN.get(str(image_path), 0)
+            _FLAKY_SEEN[str(image_path)] = seen + 1
+        if seen < int(flaky.group(1)):
+            raise OSError(f"simulated storage hiccup #{seen + 1}")
+    return FaceResult(num_faces=1, digest=hashlib.sha256(data).hexdigest(), size=options.size)
+
+
+def audio_to_coefficients(
+    audio_path: str | Path, face: FaceResult, options: Any, models: Models | None = None
+) -> CoeffResult:
+    _record("audio_to_coefficients", audio_path)
+    data = Path(audio_path).read_bytes()
+    if b"HANG" in data and os.environ.get("PIPELINE_FAKES_HANG") == "1":
+        time.sleep(600)
+    if b"BADAUDIO" in data:
+        raise AudioError(str(audio_path), "audio is empty")
+    match = re.search(rb"FRAMES=(\d+)", data)
+    frames = int(match.group(1)) if match else 8
+    rng = np.random.default_rng(options.seed + options.pose_style)
+    return CoeffResult(
+        coefficients=rng.standard_normal((frames, 70)).astype(np.float32),
+        num_frames=frames,
+        audio_seconds=frames / FPS,
+    )
+
+
+def render_video(
+    face: FaceResult,
+    coeffs: CoeffResult,
+    image_path: str | Path,
+    audio_path: str | Path,
+    out_path: str | Path,
+    options: Any,
+    models: Models | None = None,
+    progress: bool = False,
+) -> VideoResult:
+    _record("render_video", audio_path)
+    audio = Path(audio_path).read_bytes()
+    if b"RENDERFAIL" in audio:
+        raise RuntimeError("renderer exploded")
+    out = Path(out_path)
+    payload = {"face": face.digest, "frames": coeffs.num_frames, "still": options.still, "t": time.time()}
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(b"FAKEMP4" + json.dumps(payload).encode())
+    os.replace(tmp, out)
+    qc = {"passed": True, "problems": [], "frames": coeffs.num_frames, "fps": FPS, "has_audio": True}
+    return VideoResult(
+        path=str(out),
+        num_frames=coeffs.num_frames,
+        duration=coeffs.num_frames / FPS,
+        width=options.size,
+        height=options.size,
+        synthetic_weights=bool((models or Models.shared()).synthetic),
+        qc=qc,
+    )
+
+
+def install(monkeypatch: Any = None) -> None:
+    """Make this module ``sadtalker.pipeline`` and ``sadtalker.models`` (through ``monkeypatch`` when given:
+    undone after the test)."""
+    import sadtalker
+
+    module = sys.modules[__name__]
+    for name in ("pipeline", "models"):
+        if monkeypatch is not None:
+            monkeypatch.setitem(sys.modules, f"sadtalker.{name}", module)
+            monkeypatch.setattr(sadtalker, name, module, raising=False)
+        else:
+            sys.modules[f"sadtalker.{name}"] = module
+            setattr(sadtalker, name, module)
+
+
+def use_in_test(monkeypatch: Any) -> Iterator[ModuleType]:
+    """Body of the tests' ``fake_pipeline`` fixtures: install the fakes for one test, with fresh counters and
+    no retry delays (the stage tasks' backoff would only slow the tests down)."""
+    from tasks import coefficients_task, extract_face_task, load_manifest, qc_task, render_task
+
+    install(monkeypatch)
+    reset()
+    for t in (load_manifest, extract_face_task, coefficients_task, render_task, qc_task):
+        monkeypatch.setattr(t, "retry_delay_seconds", [0.0, 0.0, 0.0])
+    yield sys.modules[__name__]
+    reset()
+    quiet_prefect_exit()
+
+
+def _console_to_real_stderr() -> None:
+    import logging
+
+    names = ["", *(n for n in logging.root.manager.loggerDict if n.startswith("prefect"))]
+    for handler in [h for n in names for h in getattr(logging.getLogger(n), "handlers", [])]:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.stream = sys.__stderr__  # not setStream(): it flushes the closed stream
+            console = getattr(handler, "console", None)
+            if console is not None:
+                console.file = sys.__stderr__
+
+
+def quiet_prefect_exit() -> None:
+    """At interpreter exit, point Prefect's console handlers at the real stderr before Prefect's own exit
+    hook logs 'Stopping temporary server' (pytest has closed its capture streams by then, and the line
+    would print a 'Logging error' traceback). Re-registered on every call so that it stays the last hook
+    registered, which runs first."""
+    import atexit
+
+    atexit.unregister(_console_to_real_stderr)
+    atexit.register(_console_to_real_stderr)

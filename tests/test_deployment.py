@@ -1,0 +1,186 @@
+"""prefect.yaml end to end: a local Prefect server on 127.0.0.1, `prefect deploy` of the `render-batch`
+deployment, flow runs, and `prefect worker start --run-once` running them in a process work pool.
+
+- orchestration: the worker's processes get the fake pipeline through tests/fake_site on their PYTHONPATH
+  (its sitecustomize.py installs tests/pipeline_fakes.py at interpreter start-up; see there); nothing in
+  the project's code switches to fakes;
+- real: the same deployment renders a 2-frame clip of tests/data with the real pipeline (official weights
+  when cached, synthetic otherwise) next to a photo without a face, which fails alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+FAKE_SITE = REPO / "tests" / "fake_site"
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """``prefect server start --host 127.0.0.1`` on a free port, with its own PREFECT_HOME; the environment
+    for CLI calls against it."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false",
+        PYTHONPATH=str(REPO),
+    )
+    log = (home / "server.log").open("wb")
+    server = subprocess.Popen(
+        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"prefect server exited: {(home / 'server.log').read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{env['PREFECT_API_URL']}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("prefect server did not answer in 90 s")
+            time.sleep(0.5)
+        yield env
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(10)
+        log.close()
+
+
+def _prefect(env: dict[str, str], *args: str, timeout: float = 120) -> str:
+    done = subprocess.run(
+        [PREFECT, "--no-prompt", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, (
+        f"prefect {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    )
+    return done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_server: dict[str, str]) -> dict[str, str]:
+    """The `render-batch` deployment of prefect.yaml on the test server, and its work pool."""
+    env, api = prefect_server, prefect_server["PREFECT_API_URL"]
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"][0]
+    pool = spec["work_pool"]["name"]
+    _prefect(env, "work-pool", "create", pool, "--type", "process")
+    _prefect(env, "deploy", "--name", spec["name"])
+    deployment = httpx.get(f"{api}/deployments/name/render-batch/{spec['name']}", timeout=10).json()
+    schedule = deployment["schedules"][0]["schedule"]
+    assert (schedule["cron"], schedule["timezone"]) == (spec["schedules"][0]["cron"], "Europe/Berlin")
+    assert deployment["work_pool_name"] == pool and deployment["parameters"]["manifest"]
+    return {"name": f"render-batch/{spec['name']}", "pool": pool}
+
+
+def _run_deployment(
+    env: dict[str, str], deployed: dict[str, str], params: dict[str, str], python_path: str
+) -> dict:
+    """Create a flow run of the deployment, let one worker pass run it, return the flow run."""
+    created = _prefect(env, "deployment", "run", deployed["name"], "--params", json.dumps(params))
+    flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", created).group(1)  # type: ignore[union-attr]
+    _prefect(
+        {**env, "PYTHONPATH": python_path},
+        "worker",
+        "start",
+        "--pool",
+        deployed["pool"],
+        "--run-once",
+        timeout=240,
+    )
+    return httpx.get(f"{env['PREFECT_API_URL']}/flow_runs/{flow_run_id}", timeout=10).json()
+
+
+def test_prefect_yaml_deploys_and_a_worker_runs_it(
+    prefect_server: dict[str, str], deployed: dict[str, str], tmp_path: Path
+) -> None:
+    from manifests.build import write_manifest
+
+    (tmp_path / "p.png").write_bytes(b"photo")
+    (tmp_path / "bad.png").write_bytes(b"photo NOFACE")
+    (tmp_path / "s.wav").write_bytes(b"speech FRAMES=3")
+    manifest = str(tmp_path / "nightly.parquet")
+    write_manifest(
+        [
+            {"id": "ok", "image": "p.png", "audio": "s.wav"},
+            {"id": "noface", "image": "bad.png", "audio": "s.wav"},
+        ],
+        manifest,
+    )
+    output = tmp_path / "out"
+    params = {"manifest": manifest, "output": str(output), "device": "cpu"}
+    run = _run_deployment(prefect_server, deployed, params, os.pathsep.join([str(FAKE_SITE), str(REPO)]))
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    results = pd.read_parquet(next(output.glob("nightly-*/results.parquet"))).set_index("id")
+    assert dict(results["status"]) == {"ok": "succeeded", "noface": "failed"}
+    assert Path(results.loc["ok", "video_uri"]).read_bytes().startswith(b"FAKEMP4")  # the fake rendered it
+
+
+def test_deployed_flow_renders_real_clips_and_fails_the_faceless_row(
+    prefect_server: dict[str, str], deployed: dict[str, str], tmp_path: Path
+) -> None:
+    """The real pipeline in the worker's flow-run process: a 2-frame clip of tests/data (about 15 s of CPU
+    rendering) and a photo without a face, which fails alone with NoFaceError."""
+    import numpy as np
+    import soundfile as sf
+    from PIL import Image
+
+    from manifests.build import write_manifest
+
+    speech, rate = sf.read(REPO / "tests" / "data" / "speech.wav")
+    sf.write(tmp_path / "two.wav", speech[: int(0.08 * rate) + 40], rate)  # 2 frames at 25 fps
+    Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(tmp_path / "wall.png")
+    portrait = str(REPO / "tests" / "data" / "portrait.png")
+    manifest = str(tmp_path / "real.parquet")
+    rows = [
+        {"id": "real", "image": portrait, "audio": "two.wav"},
+        {"id": "noface", "image": "wall.png", "audio": "two.wav"},
+    ]
+    write_manifest(rows, manifest)
+    output = tmp_path / "out"
+    run = _run_deployment(prefect_server, deployed, {"manifest": manifest, "output": str(output)}, str(REPO))
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    results = pd.read_parquet(next(output.glob("real-*/results.parquet"))).set_index("id")
+    assert results.loc["real", "status"] == "succeeded", results.loc["real", "error"]
+    assert results.loc["real", "num_frames"] == 2 and results.loc["real", "num_faces"] >= 1
+    video = Path(results.loc["real", "video_uri"])
+    assert video.stat().st_size > 1000 and video.read_bytes()[4:8] == b"ftyp"  # an mp4 container
+    assert (results.loc["noface", "status"], results.loc["noface", "failed_stage"]) == ("failed", "face")
+    assert results.loc["noface", "error"].startswith("NoFaceError: ")

@@ -1,0 +1,127 @@
+"""sadtalker.storage: URLs, atomic writes, hashing, downloads, credential redaction (local and memory://)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from sadtalker import storage
+
+SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
+
+
+def test_normalize_resolve_join_parent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert storage.normalize("out/x") == str(tmp_path / "out" / "x")
+    assert storage.normalize("file:///data/a/../b/") == "/data/b"
+    assert storage.normalize("s3://bkt/a/../b/") == "s3://bkt/b"
+    assert storage.resolve("img/x.png", "s3://bkt/manifests") == "s3://bkt/manifests/img/x.png"
+    assert storage.resolve("../x.wav", "/data/m") == "/data/x.wav"
+    assert storage.resolve("s3://other/k.wav", "/data/m") == "s3://other/k.wav"
+    assert storage.resolve("/abs/p.png", "s3://bkt/m") == "/abs/p.png"
+    assert storage.resolve("file:///abs/p.png", "s3://bkt/m") == "/abs/p.png"
+    assert storage.join("s3://b/out", "batch", "items/a") == "s3://b/out/batch/items/a"
+    assert storage.join("/tmp/o", "b", "c.npz") == "/tmp/o/b/c.npz"
+    assert storage.parent("s3://b/a/c.png") == "s3://b/a"
+    assert storage.parent("/x/y/z.png") == "/x/y"
+    assert storage.is_local("file:///x") and storage.is_local("rel") and not storage.is_local("s3://b/k")
+
+
+def test_atomic_local_write_keeps_old_content_on_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "sub" / "video.mp4"
+    storage.write_bytes(str(target), b"good")
+    assert target.read_bytes() == b"good"
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError("disk vanished")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk vanished"):
+        storage.write_bytes(str(target), b"bad")
+    source = tmp_path / "new.bin"
+    source.write_bytes(b"bad too")
+    with pytest.raises(OSError, match="disk vanished"):
+        storage.upload(source, str(target))
+    monkeypatch.undo()
+    assert target.read_bytes() == b"good"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["video.mp4"]  # no temporary files left
+
+
+def test_memory_filesystem_round_trip(tmp_path: Path) -> None:
+    """A protocol without atomic PUT goes through a temporary key + mv; copy, download, hash all work."""
+    base = "memory://storage-test/run"
+    data = os.urandom(3 * (1 << 20) + 123)  # more than one hashing chunk
+    uri = storage.write_bytes(f"{base}/a.bin", data)
+    assert storage.exists(uri) and not storage.exists(f"{base}/missing.bin")
+    assert storage.read_bytes(uri) == data
+    assert storage.sha256_uri(uri) == hashlib.sha256(data).hexdigest()
+    storage.copy(uri, f"{base}/b/c.bin")
+    local = storage.download(f"{base}/b/c.bin", tmp_path)
+    assert local.read_bytes() == data and storage.sha256_file(local) == hashlib.sha256(data).hexdigest()
+    assert storage.localize(f"{base}/b/c.bin", tmp_path) != local  # a second download keeps both files
+    storage.upload(local, f"{base}/d.bin")
+    storage.write_json(f"{base}/r.json", {"x": 1, "secret": "s"})
+    assert storage.read_json(f"{base}/r.json") == {"x": 1, "secret": "***"}
+    fs = fsspec.filesystem("memory")
+    assert not [p for p in fs.find("/storage-test") if p.endswith(".tmp")]
+
+
+def test_localize_local_is_zero_copy(tmp_path: Path) -> None:
+    f = tmp_path / "x.png"
+    f.write_bytes(b"x")
+    assert storage.localize(f"file://{f}", tmp_path / "elsewhere") == f
+
+
+def test_storage_options_from_env_hold_no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    options = storage.storage_options("s3://bkt/k")
+    assert options == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:8333")
+    assert storage.storage_options("s3://bkt/k")["client_kwargs"]["endpoint_url"] == "http://127.0.0.1:8333"
+    assert storage.storage_options("/local/x") == {}
+
+
+def test_redact_text_and_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    text = (
+        f"failed s3://AKIAXX:{SECRET}@bucket/x.png https://u:pw@host/y?X-Amz-Signature=abc123&x=1 "
+        f"secret={SECRET[:10]} 'token': 'tok123' face_key=0123abcd row ok"
+    )
+    clean = storage.redact(text)
+    for leaked in (SECRET, "AKIAXX", "pw@", "abc123", "tok123", SECRET[:10]):
+        assert leaked not in clean
+    assert "face_key=0123abcd row ok" in clean and "x=1" in clean
+    record = {"key": "AKIA", "secret": "s", "nested": {"aws_session_token": "t", "uri": "s3://b/k"}, "n": 3}
+    assert storage.redact(record) == {
+        "key": "***",
+        "secret": "***",
+        "nested": {"aws_session_token": "***", "uri": "s3://b/k"},
+        "n": 3,
+    }
+    assert storage.redact(["a", (SECRET,)]) == ["a", ("***",)]
+    assert storage.redact("plain /data/x.png") == "plain /data/x.png"
+
+
+def test_log_redaction_covers_messages_and_tracebacks(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    storage.install_log_redaction()
+    storage.install_log_redaction()  # idempotent
+    log = logging.getLogger("test.redaction")
+    with caplog.at_level(logging.INFO, logger="test.redaction"):
+        log.info("connecting with %s", SECRET)
+        try:
+            raise RuntimeError(f"bad url s3://k:{SECRET}@b/x")
+        except RuntimeError:
+            log.exception("failed")
+    assert SECRET not in caplog.text
+    assert "connecting with ***" in caplog.text and "RuntimeError" in caplog.text
