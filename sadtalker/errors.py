@@ -18,6 +18,10 @@ class InputError(SadTalkerError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):
+        # Errors cross process boundaries (Dask workers, Prefect results): rebuild from the two fields.
+        return (type(self), (self.path, self.problem))
+
 
 class AudioError(InputError):
     """Audio that cannot drive a video: unreadable, empty, too short, too long, non-finite."""

@@ -82,6 +82,13 @@ def test_bad_audio_raises_typed_error_naming_the_file(tmp_path, make, problem):
     assert info.value.path == str(path)
 
 
+def test_typed_errors_survive_pickling():
+    import pickle
+
+    error = pickle.loads(pickle.dumps(AudioError("a.wav", "too short")))
+    assert isinstance(error, AudioError) and error.path == "a.wav" and str(error) == "a.wav: too short"
+
+
 def test_too_long_audio_is_refused(tmp_path):
     path = tmp_path / "long.wav"
     soundfile.write(path, tone(2.0, 16000), 16000)
