@@ -18,6 +18,19 @@ os.environ["SADTALKER_HOME"] = str(REPO / ".cache" / "sadtalker-tests")
 os.environ.pop("SADTALKER_WEIGHTS", None)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow (minutes each)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow (minutes of CPU rendering): run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """../shared (reference SPEC, golden sets, sample media); skips the test when it is not there."""

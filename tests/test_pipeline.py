@@ -46,17 +46,31 @@ def test_coefficients_are_seeded(models, face, coeffs, short_speech):
     assert not np.array_equal(other.coefficients[:, 64:], coeffs.coefficients[:, 64:])
 
 
-def test_render_writes_a_playable_video(tmp_path, models, face, coeffs, test_data, short_speech):
+@pytest.mark.parametrize(
+    "seconds, frames",
+    [
+        (0.52, 13),  # 3 full batches of 4 and a partial one: ~3 min of CPU rendering
+        pytest.param(1.176, 29, marks=pytest.mark.slow, id="one-second"),  # all of speech.wav: ~6 min
+    ],
+)
+def test_render_writes_a_playable_video(tmp_path, models, face, test_data, seconds, frames):
+    """Speech rendered at 256 px as a user would run it: frame count, fps, AAC audio, duration."""
+    import soundfile
+
+    speech, rate = soundfile.read(test_data / "speech.wav", dtype="int16")
+    audio = tmp_path / "speech.wav"
+    soundfile.write(audio, speech[: int(seconds * rate)], rate, subtype="PCM_16")
+    clip = audio_to_coefficients(audio, face, RenderOptions(), models)
+    assert clip.num_frames == frames
     out = tmp_path / "clip.mp4"
-    result = render_video(
-        face, coeffs, test_data / "portrait.png", short_speech, out, RenderOptions(), models
-    )
+    options = RenderOptions(batch_size=4)
+    result = render_video(face, clip, test_data / "portrait.png", audio, out, options, models)
     info = probe(out)
-    assert info.frames == 7 and info.fps == 25
+    assert info.frames == frames and info.fps == 25
     assert info.has_audio and info.audio_codec == "aac"
-    assert abs(info.duration - 0.28) <= 0.04
+    assert abs(info.duration - seconds) <= 0.04  # within one frame of the audio
     assert result.synthetic_weights and result.qc["passed"], result.qc
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "speech.wav"]
 
 
 def test_interrupted_render_leaves_nothing(
