@@ -474,7 +474,7 @@ def test_very_large_photo_is_detected_on_a_downscaled_copy(
     selection = find_face(dlib_backend, photo.pixels, path=photo.path)
     assert selection.detect_scale == pytest.approx(0.4096)
     x1, y1, x2, y2 = selection.face.box
-    # dlib's box on the 256 px portrait is about (46, 81, 202, 237): ×3 and shifted by (6000, 3000)
+    # dlib's box on the 256 px portrait is about (67, 67, 197, 197): ×3 and shifted by (6000, 3000)
     assert 6000 + 3 * 20 < x1 < 6000 + 3 * 80 and 3000 + 3 * 50 < y1 < 3000 + 3 * 110
     assert 6000 + 3 * 170 < x2 < 6000 + 3 * 230
     check_anatomy(selection.face, photo.size)
