@@ -58,12 +58,22 @@ def models():
     return Models(landmarker="dlib")
 
 
-@pytest.fixture(scope="session")
-def short_speech(tmp_path_factory) -> Path:
-    """The first 0.28 s (7 frames) of tests/data/speech.wav: renders cost ~10 s per frame on 2 CPU cores."""
+def write_speech_prefix(path: Path, seconds: float) -> Path:
+    """Write the first ``seconds`` of tests/data/speech.wav (16 kHz PCM-16, 1.176 s in all) to ``path``."""
     import soundfile
 
     data, rate = soundfile.read(TEST_DATA / "speech.wav", dtype="int16")
-    path = tmp_path_factory.mktemp("speech") / "short.wav"
-    soundfile.write(path, data[: int(0.28 * rate)], rate, subtype="PCM_16")
+    soundfile.write(path, data[: int(seconds * rate)], rate, subtype="PCM_16")
     return path
+
+
+@pytest.fixture(scope="session")
+def speech_prefix():
+    """``speech_prefix(path, seconds)``: writes the first ``seconds`` of the test speech to ``path``."""
+    return write_speech_prefix
+
+
+@pytest.fixture(scope="session")
+def short_speech(tmp_path_factory) -> Path:
+    """The first 0.28 s (7 frames) of tests/data/speech.wav: renders cost ~12 s per frame on 2 CPU cores."""
+    return write_speech_prefix(tmp_path_factory.mktemp("speech") / "short.wav", 0.28)

@@ -53,13 +53,9 @@ def test_coefficients_are_seeded(models, face, coeffs, short_speech):
         pytest.param(1.176, 29, marks=pytest.mark.slow, id="one-second"),  # all of speech.wav: ~6 min
     ],
 )
-def test_render_writes_a_playable_video(tmp_path, models, face, test_data, seconds, frames):
+def test_render_writes_a_playable_video(tmp_path, models, face, test_data, speech_prefix, seconds, frames):
     """Speech rendered at 256 px as a user would run it: frame count, fps, AAC audio, duration."""
-    import soundfile
-
-    speech, rate = soundfile.read(test_data / "speech.wav", dtype="int16")
-    audio = tmp_path / "speech.wav"
-    soundfile.write(audio, speech[: int(seconds * rate)], rate, subtype="PCM_16")
+    audio = speech_prefix(tmp_path / "speech.wav", seconds)
     clip = audio_to_coefficients(audio, face, RenderOptions(), models)
     assert clip.num_frames == frames
     out = tmp_path / "clip.mp4"
@@ -92,12 +88,8 @@ def test_interrupted_render_leaves_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_full_mode_pastes_back_into_the_photo(tmp_path, test_data):
-    import soundfile
-
-    speech, rate = soundfile.read(test_data / "speech.wav", dtype="int16")
-    audio = tmp_path / "two_frames.wav"
-    soundfile.write(audio, speech[: int(0.08 * rate)], rate, subtype="PCM_16")
+def test_cli_full_mode_pastes_back_into_the_photo(tmp_path, test_data, speech_prefix):
+    audio = speech_prefix(tmp_path / "two_frames.wav", 0.08)
     out = tmp_path / "full.mp4"
     code = cli_main(["render", "--image", str(test_data / "portrait.png"), "--audio", str(audio)]
                     + ["--out", str(out), "--preprocess", "full", "--still", "--quiet"])  # fmt: skip
