@@ -154,18 +154,16 @@ def test_prefect_yaml_deploys_and_a_worker_runs_it(
 
 
 def test_deployed_flow_renders_real_clips_and_fails_the_faceless_row(
-    prefect_server: dict[str, str], deployed: dict[str, str], tmp_path: Path
+    prefect_server: dict[str, str], deployed: dict[str, str], tmp_path: Path, speech_prefix
 ) -> None:
     """The real pipeline in the worker's flow-run process: a 2-frame clip of tests/data (about 15 s of CPU
     rendering) and a photo without a face, which fails alone with NoFaceError."""
     import numpy as np
-    import soundfile as sf
     from PIL import Image
 
     from manifests.build import write_manifest
 
-    speech, rate = sf.read(REPO / "tests" / "data" / "speech.wav")
-    sf.write(tmp_path / "two.wav", speech[: int(0.08 * rate) + 40], rate)  # 2 frames at 25 fps
+    speech_prefix(tmp_path / "two.wav", 0.0825)  # 2 frames at 25 fps (1320 samples at 16 kHz)
     Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(tmp_path / "wall.png")
     portrait = str(REPO / "tests" / "data" / "portrait.png")
     manifest = str(tmp_path / "real.parquet")
