@@ -11,12 +11,11 @@ Running it again resumes: finished rows are reused (``--force`` renders again).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
 
-from flows.settings import PROJECT_PREFECT_DIR, REPO
+from flows.settings import PROJECT_PREFECT_DIR, REPO, use_prefect_home
 
 __all__ = ["main"]
 
@@ -37,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="render again even when the videos exist")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
     args = parser.parse_args(argv)
-    os.environ.setdefault("PREFECT_HOME", str(PROJECT_PREFECT_DIR / "demo"))  # before Prefect is imported
+    use_prefect_home(PROJECT_PREFECT_DIR / "demo")  # created with its parents, before Prefect is imported
 
     from flows.cli import main as cli_main
     from flows.render_batch import render_batch

@@ -13,6 +13,10 @@ variable the user has set wins.
 - Under pytest (``PYTEST_VERSION`` is set by pytest >= 8.2) and when ``PREFECT_HOME`` is not set: a fresh
   project-local ``PREFECT_HOME`` under ``<repo>/.prefect/`` (git-ignored), one per test session so that
   sessions running side by side never share a SQLite database; it is removed when the session ends.
+
+Prefect's home folder is created, with its parents, before Prefect starts (:func:`ensure_prefect_home`):
+Prefect itself only makes the last level, and when that fails it warns and then times out waiting for its
+ephemeral server (a fresh clone has no ``.prefect/``: issue 9).
 """
 
 from __future__ import annotations
@@ -24,7 +28,13 @@ import tempfile
 from collections.abc import MutableMapping
 from pathlib import Path
 
-__all__ = ["OFFLINE_DEFAULTS", "PROJECT_PREFECT_DIR", "apply_offline_defaults"]
+__all__ = [
+    "OFFLINE_DEFAULTS",
+    "PROJECT_PREFECT_DIR",
+    "apply_offline_defaults",
+    "ensure_prefect_home",
+    "use_prefect_home",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 #: Project-local Prefect state (tests, demo): git-ignored.
@@ -49,3 +59,27 @@ def apply_offline_defaults(environ: MutableMapping[str, str] | None = None) -> N
         home = tempfile.mkdtemp(prefix="pytest-", dir=PROJECT_PREFECT_DIR)
         env["PREFECT_HOME"] = home
         atexit.register(shutil.rmtree, home, ignore_errors=True)
+    ensure_prefect_home(env)
+
+
+def ensure_prefect_home(environ: MutableMapping[str, str] | None = None) -> Path:
+    """Create Prefect's home folder (``$PREFECT_HOME``, default ``~/.prefect``) with its parents.
+
+    Returns the folder. Raises ``OSError`` with the path when it cannot be made (read-only disk, a file in
+    the way), which is clearer than Prefect's warning followed by a server start-up timeout.
+    """
+    env = os.environ if environ is None else environ
+    home = Path(env.get("PREFECT_HOME") or "~/.prefect").expanduser()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"cannot create the Prefect home folder {home} (PREFECT_HOME): {exc}") from exc
+    return home
+
+
+def use_prefect_home(path: str | Path, environ: MutableMapping[str, str] | None = None) -> Path:
+    """Point ``PREFECT_HOME`` at ``path`` unless the user set one, and create it; call before Prefect is
+    imported (the demo keeps its state in the project's ``.prefect/demo``)."""
+    env = os.environ if environ is None else environ
+    env.setdefault("PREFECT_HOME", str(path))
+    return ensure_prefect_home(env)
