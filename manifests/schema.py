@@ -31,7 +31,8 @@ class ManifestRow(BaseModel):
 
     id: str = Field(
         pattern=ID_PATTERN,
-        description="Unique row id; names the row's output folder (items/<id>/). "
+        description="Unique row id, also ignoring case (Alice and alice would be one folder on "
+        "case-insensitive storage); names the row's output folder (items/<id>/). "
         "1-128 of [A-Za-z0-9._-], not starting with a dot.",
     )
     image: str = Field(

@@ -183,15 +183,8 @@ def validate_records(
                     continue  # reported once for the whole manifest
                 per_row[i].append(Problem(i, raw_ids[i], column, _describe(err)))
 
-    by_id: dict[str, list[int]] = defaultdict(list)
-    for i, raw_id in raw_ids.items():
-        if raw_id is not None:
-            by_id[raw_id].append(i)
-    for raw_id, rows in by_id.items():
-        if len(rows) > 1:
-            for i in rows:
-                others = ", ".join(str(j) for j in rows if j != i)
-                per_row[i].append(Problem(i, raw_id, "id", f"duplicate id (also in row {others})"))
+    for problem in _duplicate_ids(raw_ids):
+        per_row[problem.row].append(problem)  # type: ignore[index]
 
     # File references: resolved against the manifest's folder, checked for every row (also rows with
     # other problems, so that one pass shows everything).
@@ -231,6 +224,42 @@ def validate_records(
         invalid=tuple(invalid),
         problems=tuple(problems),
     )
+
+
+def _duplicate_ids(raw_ids: Mapping[int, str | None]) -> list[Problem]:
+    """A problem for every row whose id another row also has, exactly or up to case.
+
+    Ids name output folders (``items/<id>/``); ``Alice`` and ``alice`` are one folder on case-insensitive
+    storage (macOS and Windows disks, some S3 gateways and SMB shares), so one row would overwrite the
+    other's outputs. Both rows are rejected, each naming the other.
+    """
+    by_folded: dict[str, list[int]] = defaultdict(list)
+    for i, raw_id in raw_ids.items():
+        if raw_id is not None:
+            by_folded[raw_id.casefold()].append(i)
+    problems = []
+    for rows in by_folded.values():
+        if len(rows) < 2:
+            continue
+        for i in rows:
+            mine = raw_ids[i]
+            same = [str(j) for j in rows if j != i and raw_ids[j] == mine]
+            others: dict[str, list[str]] = defaultdict(list)
+            for j in rows:
+                if raw_ids[j] != mine:
+                    others[raw_ids[j]].append(str(j))  # type: ignore[index]
+            texts = [f"duplicate id (also in row {', '.join(same)})"] if same else []
+            if others:
+                spelled = ", ".join(
+                    f"{other!r} (row{'s' if len(js) > 1 else ''} {', '.join(js)})"
+                    for other, js in others.items()
+                )
+                texts.append(
+                    f"id {mine!r} differs only in case from {spelled}: ids name output folders, which are "
+                    "the same folder on case-insensitive storage"
+                )
+            problems.append(Problem(i, mine, "id", "; ".join(texts)))
+    return problems
 
 
 def _check_files(uris: Mapping[tuple[int, str], str], ids: Mapping[int, str | None]) -> list[Problem]:

@@ -1,25 +1,43 @@
 """Builders and the per-process model holder.
 
-:class:`Models` resolves which checkpoint files to use (official ones in the cache, or synthetic ones in the
-official layouts, said loudly), loads each network once, and hands the same instances to every later call
-in the process. Keyed by (render size, preprocess family, device, dtype).
+:class:`Models` resolves which checkpoint files to use under a **weights policy** (``official``,
+``synthetic`` or ``auto``; argument, else ``$SADTALKER_WEIGHTS_POLICY``, else ``auto``), loads each network
+once, and hands the same instances to every later call in the process.
+
+One render configuration (size, preprocess family) always runs on **one resolved set**: the size's
+``SadTalker_V0.0.2_<size>.safetensors`` (3DMM regressor, ExpNet, PoseVAE, keypoint detector, generator) and
+the family's mapping net, both official or both synthetic, never a mix:
+
+- ``official``: the files the configuration needs must be in the weights folder with their official
+  SHA-256; otherwise :class:`WeightsError` naming each missing file and the command that fetches it.
+- ``synthetic``: deterministic synthetic files (seed 0), whatever the folder holds.
+- ``auto``: the official files when the size's whole official set is there (its safetensors file and both
+  mapping files), else synthetic files for every configuration of that size, said loudly. Deciding per
+  size, not per file, is what keeps a partial set (say ``mapping_00229`` missing) from giving full-mode
+  rows official mapping nets on synthetic networks.
+
+A present official file whose hash is wrong is always an error, never replaced. :class:`WeightSet` names
+exactly the files loaded (``files``, ``sha256``, ``label``): that is what results and cache keys record.
+:func:`check_weights` resolves and verifies the sets of a batch before any row work.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 
 from sadtalker.errors import WeightsError
 from sadtalker.weights.download import sha256_file
 from sadtalker.weights.loading import load_checkpoint, load_strict, sub_state_dict
-from sadtalker.weights.registry import cache_dir, mapping_file, sadtalker_file
+from sadtalker.weights.registry import WeightFile, cache_dir, mapping_file, sadtalker_file
 from sadtalker.weights.synthetic import SYNTHETIC_WARNING, ensure_synthetic_checkpoints
 
 log = logging.getLogger(__name__)
@@ -27,15 +45,120 @@ log = logging.getLogger(__name__)
 SYNTHETIC_SEED = 0
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
+WeightsPolicy = Literal["official", "synthetic", "auto"]
+WEIGHTS_POLICIES: tuple[str, ...] = ("official", "synthetic", "auto")
+#: Environment variable read when no policy is given (default ``auto``).
+WEIGHTS_POLICY_ENV = "SADTALKER_WEIGHTS_POLICY"
+_PREPROCESS = ("crop", "extcrop", "resize", "full", "extfull")
+
+
+def resolve_policy(policy: str | None = None) -> str:
+    """``policy``, else ``$SADTALKER_WEIGHTS_POLICY``, else ``auto``; checked.
+
+    Raises:
+        WeightsError: not one of ``official``, ``synthetic``, ``auto``.
+    """
+    source = "weights policy" if policy is not None else f"${WEIGHTS_POLICY_ENV}"
+    value = (policy if policy is not None else os.environ.get(WEIGHTS_POLICY_ENV) or "auto").strip().lower()
+    if value not in WEIGHTS_POLICIES:
+        raise WeightsError(f"{source} {value!r}: choose official, synthetic or auto")
+    return value
+
+
+def family(preprocess: str) -> str:
+    """``full`` for the paste-back modes (mapping_00109), ``crop`` for the others (mapping_00229)."""
+    if preprocess not in _PREPROCESS:
+        raise ValueError(f"unknown preprocess {preprocess!r}")
+    return "full" if "full" in preprocess else "crop"
+
 
 @dataclass(frozen=True)
 class WeightSet:
-    """The two files one render configuration needs, and where they come from."""
+    """The two files one render configuration loads, where they come from, and their SHA-256.
 
-    sadtalker: Path  # SadTalker_V0.0.2_<size>.safetensors
-    mapping: Path  # mapping_00229 (coeff_nc 70) or mapping_00109 (coeff_nc 73)
+    Attributes:
+        sadtalker: ``SadTalker_V0.0.2_<size>.safetensors`` (every network but the mapping net).
+        mapping: ``mapping_00229`` (coeff_nc 70) or ``mapping_00109`` (coeff_nc 73).
+        synthetic: both files are synthetic (never one of them only).
+        sha256: ``{file name: SHA-256}`` of exactly these two files.
+        seed: the synthetic seed (None for official files).
+        missing: official files whose absence made ``auto`` choose synthetic files (empty otherwise).
+    """
+
+    sadtalker: Path
+    mapping: Path
     synthetic: bool
     sha256: dict[str, str]
+    seed: int | None = None
+    missing: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """``official`` or ``synthetic`` (the QC record's ``weights`` field)."""
+        return "synthetic" if self.synthetic else "official"
+
+    @property
+    def label(self) -> str:
+        """A stable name of exactly these files: ``official:<sha12>+<sha12>`` or
+        ``synthetic:seed0:<sha12>+<sha12>`` (safetensors file first, then the mapping file)."""
+        digests = "+".join(self.sha256[p.name][:12] for p in (self.sadtalker, self.mapping))
+        return f"synthetic:seed{self.seed}:{digests}" if self.synthetic else f"official:{digests}"
+
+    @property
+    def files(self) -> tuple[dict[str, str], ...]:
+        """``({"name", "path", "sha256"}, ...)`` of the files loaded, safetensors file first."""
+        return tuple(
+            {"name": p.name, "path": str(p), "sha256": self.sha256[p.name]}
+            for p in (self.sadtalker, self.mapping)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: kind, label, files, seed, missing."""
+        return {
+            "kind": self.kind,
+            "label": self.label,
+            "files": list(self.files),
+            "seed": self.seed,
+            "missing": list(self.missing),
+        }
+
+
+@dataclass(frozen=True)
+class WeightReport:
+    """What :func:`check_weights` resolved: one :class:`WeightSet` per ``"<size>/<family>"``."""
+
+    policy: str
+    folder: Path
+    sets: dict[str, WeightSet]
+    missing: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def kind(self) -> str:
+        """``official``, ``synthetic``, ``mixed`` (some configurations official, others synthetic), or
+        ``none`` (no configuration: a manifest without valid rows)."""
+        kinds = {ws.kind for ws in self.sets.values()}
+        return "none" if not kinds else kinds.pop() if len(kinds) == 1 else "mixed"
+
+    @property
+    def synthetic(self) -> bool:
+        """True when any configuration runs on synthetic weights."""
+        return any(ws.synthetic for ws in self.sets.values())
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {key: ws.label for key, ws in self.sets.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able, for ``batch.json``."""
+        return {
+            "policy": self.policy,
+            "kind": self.kind,
+            "folder": str(self.folder),
+            "missing": list(self.missing),
+            "warnings": list(self.warnings),
+            "sets": {key: ws.to_dict() for key, ws in self.sets.items()},
+        }
 
 
 def weights_folder() -> Path:
@@ -43,38 +166,115 @@ def weights_folder() -> Path:
     return Path(os.environ.get("SADTALKER_WEIGHTS") or cache_dir())
 
 
+def size_official_set(size: int) -> tuple[WeightFile, ...]:
+    """The official files every configuration of ``size`` may use: its safetensors file, both mappings."""
+    return (sadtalker_file(size), mapping_file("crop"), mapping_file("full"))
+
+
+def fetch_command(names: Iterable[str], folder: Path | None = None) -> str:
+    """The command that fetches ``names`` into ``folder`` (``--dest`` only when it is not the cache)."""
+    folder = folder or weights_folder()
+    dest = "" if Path(folder) == cache_dir() else f" --dest {folder}"
+    return f"sadtalker-batch weights fetch {' '.join(names)}{dest}"
+
+
+def _missing_error(missing: Iterable[str], folder: Path, policy: str) -> WeightsError:
+    names = list(dict.fromkeys(missing))
+    return WeightsError(
+        f"weights policy {policy!r}: official weights missing in {folder}: {', '.join(names)}; "
+        f"fetch them with `{fetch_command(names, folder)}` (or run with the `auto` or `synthetic` policy "
+        "to render noise-like test videos)"
+    )
+
+
+def _verified(path: Path, item: WeightFile) -> str:
+    """SHA-256 of an official file, checked against the registry (hashed once per process per file)."""
+    actual = sha256_file(path)
+    if item.sha256 and actual != item.sha256:
+        raise WeightsError(
+            f"{path}: SHA-256 {actual} does not match the official {item.sha256}; "
+            f"delete it and fetch again ({fetch_command([item.name], path.parent)})"
+        )
+    return actual
+
+
+def _official_paths(items: Sequence[WeightFile], folder: Path) -> tuple[list[Path], dict[str, str]]:
+    paths = [folder / item.name for item in items]
+    return paths, {p.name: _verified(p, item) for p, item in zip(paths, items, strict=True)}
+
+
+def _synthetic_paths(items: Sequence[WeightFile], seed: int) -> tuple[list[Path], dict[str, str]]:
+    names = [item.name for item in items]
+    folder = ensure_synthetic_checkpoints(seed, names)
+    paths = [folder / name for name in names]
+    return paths, {p.name: sha256_file(p) for p in paths}
+
+
+def _choose_synthetic(
+    size: int, needed: Iterable[WeightFile], folder: Path, policy: str
+) -> tuple[bool, tuple]:
+    """Whether the configuration (``needed``: its official files) runs on synthetic files, and which
+    official files were missing. The same answer for every configuration of a size under ``auto``."""
+    if policy == "synthetic":
+        return True, ()
+    if policy == "official":
+        missing = [item.name for item in needed if not (folder / item.name).is_file()]
+        if missing:
+            raise _missing_error(missing, folder, policy)
+        return False, ()
+    missing = tuple(item.name for item in size_official_set(size) if not (folder / item.name).is_file())
+    return bool(missing), missing
+
+
+def _warn_synthetic(size: int, missing: tuple[str, ...], folder: Path, policy: str) -> None:
+    if policy == "synthetic":
+        log.warning("%s (weights policy 'synthetic')", SYNTHETIC_WARNING)
+        return
+    present = [f.name for f in size_official_set(size) if f.name not in missing]
+    partial = f"; a PARTIAL official set is there ({', '.join(present)}) and is NOT used" if present else ""
+    log.warning(
+        "%s: every %d px render uses synthetic files (weights policy 'auto': official %s missing in %s%s, "
+        "and one render never mixes official and synthetic networks); fetch them with `%s`, or use the "
+        "'official' policy to refuse instead",
+        SYNTHETIC_WARNING,
+        size,
+        ", ".join(missing),
+        folder,
+        partial,
+        fetch_command(missing, folder),
+    )
+
+
 def resolve_weights(
-    size: int, preprocess: str, folder: Path | None = None, allow_synthetic: bool = True
+    size: int,
+    preprocess: str,
+    folder: Path | None = None,
+    allow_synthetic: bool = True,
+    policy: str | None = None,
 ) -> WeightSet:
-    """Official files when both are in ``folder`` (verified by SHA-256), otherwise synthetic ones.
+    """The verified set of one render configuration under the weights policy (see the module docstring).
+
+    Args:
+        size: 256 or 512.
+        preprocess: the crop mode (its family picks the mapping file).
+        folder: where official files are (default :func:`weights_folder`).
+        allow_synthetic: False forces the ``official`` policy.
+        policy: ``official`` | ``synthetic`` | ``auto``; default ``$SADTALKER_WEIGHTS_POLICY`` or ``auto``.
 
     Raises:
-        WeightsError: an official file is present but its hash is wrong, or the files are missing and
-            ``allow_synthetic`` is False.
+        WeightsError: an official file is present but its hash is wrong; or the policy is ``official`` and
+            a file the configuration needs is missing (the message names each one and the fetch command).
     """
-    folder = folder or weights_folder()
+    policy = "official" if not allow_synthetic else resolve_policy(policy)
+    folder = Path(folder or weights_folder())
     wanted = (sadtalker_file(size), mapping_file(preprocess))
-    paths = [folder / item.name for item in wanted]
-    if all(path.is_file() for path in paths):
-        sha = {}
-        for item, path in zip(wanted, paths, strict=True):
-            actual = sha256_file(path)
-            if item.sha256 and actual != item.sha256:
-                raise WeightsError(
-                    f"{path}: SHA-256 {actual} does not match the official {item.sha256}; "
-                    "delete it and fetch again (sadtalker-batch weights fetch)"
-                )
-            sha[item.name] = actual
+    synthetic, missing = _choose_synthetic(size, wanted, folder, policy)
+    if not synthetic:
+        paths, sha = _official_paths(wanted, folder)
         return WeightSet(paths[0], paths[1], synthetic=False, sha256=sha)
-    if not allow_synthetic:
-        missing = ", ".join(p.name for p in paths if not p.is_file())
-        raise WeightsError(
-            f"official weights missing in {folder}: {missing}; run `sadtalker-batch weights fetch`"
-        )
-    synthetic = ensure_synthetic_checkpoints(SYNTHETIC_SEED, [item.name for item in wanted])
-    log.warning("%s (official files not found in %s)", SYNTHETIC_WARNING, folder)
-    paths = [synthetic / item.name for item in wanted]
-    return WeightSet(paths[0], paths[1], synthetic=True, sha256={p.name: sha256_file(p) for p in paths})
+    _warn_synthetic(size, missing, folder, policy)
+    paths, sha = _synthetic_paths(wanted, SYNTHETIC_SEED)
+    return WeightSet(paths[0], paths[1], synthetic=True, sha256=sha, seed=SYNTHETIC_SEED, missing=missing)
 
 
 @dataclass(frozen=True)
@@ -87,9 +287,17 @@ class _SizeNetworks:
 
 
 class Models:
-    """Every network one process needs, loaded once and shared (thread-safe)."""
+    """Every network one process needs, loaded once and shared (thread-safe).
 
-    _shared: ClassVar[Models | None] = None
+    Args:
+        weights: folder of the official files (default :func:`weights_folder`).
+        allow_synthetic: False forces the ``official`` policy (kept for older callers).
+        landmarker: ``auto`` | ``face-alignment`` | ``dlib``.
+        weights_policy: ``official`` | ``synthetic`` | ``auto``; default ``$SADTALKER_WEIGHTS_POLICY`` or
+            ``auto`` (read when the instance is built).
+    """
+
+    _shared: ClassVar[dict[str, Models]] = {}
     _shared_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(
@@ -97,33 +305,92 @@ class Models:
         weights: Path | None = None,
         allow_synthetic: bool = True,
         landmarker: str = "auto",
+        weights_policy: str | None = None,
     ):
         self.folder = weights
-        self.allow_synthetic = allow_synthetic
+        self.weights_policy = "official" if not allow_synthetic else resolve_policy(weights_policy)
+        self.allow_synthetic = self.weights_policy != "official"
         self.landmarker_name = landmarker
-        self._lock = threading.RLock()
+        # One lock per cache entry, so that a first use waits only for what it needs (the 256 networks do
+        # not wait for the 512 ones) and every entry is still built exactly once.
+        self._lock = threading.Lock()
+        # Resolving sets hashes 725 MB files and may write synthetic ones: one resolution at a time.
+        self._resolve_lock = threading.Lock()
+        self._entry_locks: dict[tuple, threading.Lock] = {}
         self._cache: dict[tuple, object] = {}
 
     @classmethod
-    def shared(cls) -> Models:
-        """The per-process instance used by the pipeline and the Prefect tasks."""
+    def shared(cls, weights_policy: str | None = None) -> Models:
+        """The per-process instance for the policy (default ``$SADTALKER_WEIGHTS_POLICY`` or ``auto``)
+        used by the pipeline and the Prefect tasks."""
+        policy = resolve_policy(weights_policy)
         with cls._shared_lock:
-            if cls._shared is None:
-                cls._shared = cls()
-            return cls._shared
+            if policy not in cls._shared:
+                cls._shared[policy] = cls(weights_policy=policy)
+            return cls._shared[policy]
 
     def _get(self, key: tuple, build):
         with self._lock:
-            if key not in self._cache:
-                self._cache[key] = build()
-            return self._cache[key]
+            if key in self._cache:
+                return self._cache[key]
+            entry = self._entry_locks.setdefault(key, threading.Lock())
+        with entry:
+            with self._lock:
+                if key in self._cache:
+                    return self._cache[key]
+            value = build()  # outside the instance lock: builds of other keys go on meanwhile
+            with self._lock:
+                self._cache[key] = value
+            return value
+
+    @property
+    def _folder(self) -> Path:
+        return Path(self.folder or weights_folder())
 
     def weights(self, size: int, preprocess: str) -> WeightSet:
-        family = "full" if "full" in preprocess else "crop"
-        return self._get(
-            ("weights", size, family),
-            lambda: resolve_weights(size, preprocess, self.folder, self.allow_synthetic),
-        )
+        """The verified set of the configuration (resolved, and hashed, once per process)."""
+
+        def resolve() -> WeightSet:
+            with self._resolve_lock:
+                return resolve_weights(size, preprocess, self._folder, policy=self.weights_policy)
+
+        return self._get(("weights", size, family(preprocess)), resolve)
+
+    def weights_label(self, size: int, preprocess: str) -> str:
+        """:attr:`WeightSet.label` of the configuration, e.g. ``official:c211f5d6de00+62a1e06006cc``."""
+        return self.weights(size, preprocess).label
+
+    def check_weights(self, sizes: Iterable[int], preprocesses: Iterable[str]) -> WeightReport:
+        """Resolve and verify every configuration's set before any row work (no network is loaded).
+
+        Raises:
+            WeightsError: under ``official``, one error naming every missing file of every configuration and
+                the command that fetches them all; a present official file with a wrong hash (any policy).
+        """
+        sizes = sorted(set(sizes))
+        families = sorted({family(p) for p in preprocesses})
+        folder = self._folder
+        if self.weights_policy == "official":
+            missing = [
+                item.name
+                for size in sizes
+                for item in (sadtalker_file(size), *(mapping_file(f) for f in families))
+                if not (folder / item.name).is_file()
+            ]
+            if missing:
+                raise _missing_error(missing, folder, self.weights_policy)
+        sets = {f"{size}/{fam}": self.weights(size, fam) for size in sizes for fam in families}
+        missing = tuple(dict.fromkeys(name for ws in sets.values() for name in ws.missing))
+        warnings = []
+        if missing:
+            warnings.append(
+                f"official {', '.join(missing)} missing in {folder}: "
+                + ", ".join(k for k, ws in sets.items() if ws.synthetic)
+                + f" run on SYNTHETIC weights; fetch with `{fetch_command(missing, folder)}`"
+            )
+        elif self.weights_policy == "synthetic":
+            warnings.append("weights policy 'synthetic': every video is noise-like, not a face")
+        return WeightReport(self.weights_policy, folder, sets, missing, tuple(warnings))
 
     @property
     def synthetic(self) -> bool:
@@ -131,9 +398,32 @@ class Models:
         with self._lock:
             return any(v.synthetic for k, v in self._cache.items() if k[0] == "weights")
 
+    def _size_file(self, size: int) -> tuple[Path, str]:
+        """The safetensors file every configuration of ``size`` uses, and its SHA-256: the one in
+        :meth:`weights`'s sets (same policy rule, so all families agree), resolved without needing a mapping
+        file (an ``official`` full-mode-only batch has no mapping_00229)."""
+
+        def resolve() -> tuple[Path, str]:
+            with self._resolve_lock:
+                return _resolve()
+
+        def _resolve() -> tuple[Path, str]:
+            item = sadtalker_file(size)
+            synthetic, missing = _choose_synthetic(size, (item,), self._folder, self.weights_policy)
+            if synthetic:
+                _warn_synthetic(size, missing, self._folder, self.weights_policy)
+                paths, sha = _synthetic_paths((item,), SYNTHETIC_SEED)
+            else:
+                paths, sha = _official_paths((item,), self._folder)
+            return paths[0], sha[paths[0].name]
+
+        return self._get(("size_file", size), resolve)
+
     def _networks(self, size: int) -> _SizeNetworks:
         """Every network stored in ``SadTalker_V0.0.2_<size>.safetensors``, built on the CPU in one pass so
-        that the 725 MB file is read once and its tensors are dropped right after loading."""
+        that the 725 MB file is read once and its tensors are dropped right after loading. Keyed by the
+        file actually loaded, so official and synthetic networks can never be confused."""
+        path, sha = self._size_file(size)
 
         def build() -> _SizeNetworks:
             from sadtalker.coeffs.expnet import ExpNet
@@ -143,7 +433,7 @@ class Models:
             from sadtalker.render.generator import OcclusionAwareSPADEGenerator
             from sadtalker.render.keypoint_detector import KPDetector
 
-            state = load_checkpoint(self.weights(size, "crop").sadtalker)
+            state = load_checkpoint(path)
             networks = _SizeNetworks(
                 expnet=load_strict(ExpNet(), sub_state_dict(state, "audio2exp."), "audio2exp").eval(),
                 posevae=load_strict(Audio2Pose(), sub_state_dict(state, "audio2pose."), "audio2pose").eval(),
@@ -156,7 +446,18 @@ class Models:
             del state
             return networks
 
-        return self._get(("networks", size), build)
+        return self._get(("networks", str(path), sha), build)
+
+    def _check_same_set(self, size: int, preprocess: str) -> WeightSet:
+        """The configuration's set, checked to hold the very safetensors file the networks come from."""
+        weight_set = self.weights(size, preprocess)
+        path, sha = self._size_file(size)
+        if weight_set.sadtalker != path or weight_set.sha256.get(path.name) != sha:
+            raise WeightsError(
+                f"weights changed during the process: {size}/{family(preprocess)} resolved "
+                f"{weight_set.sadtalker} but the networks were loaded from {path}; restart the worker"
+            )
+        return weight_set
 
     def audio_networks(self, size: int):
         """(ExpNet, PoseVAE) in eval mode on the CPU (they cost milliseconds per frame)."""
@@ -175,28 +476,72 @@ class Models:
         return self._get(("landmarker", self.landmarker_name), lambda: make_landmarker(self.landmarker_name))
 
     def animator(self, size: int, preprocess: str, device: str = "cpu", dtype: str = "float32"):
-        """The face renderer engine (mapping net + keypoint detector + generator) on ``device``."""
+        """The face renderer engine (mapping net + keypoint detector + generator) on ``device``.
+
+        Each (size, family, device, dtype) has its own engine. The size's networks stay on the CPU (the
+        3DMM regressor, ExpNet and PoseVAE run there, and CPU engines use them as they are); an engine on
+        another device gets its own copies, because ``Module.to`` moves a module in place.
+        """
         from sadtalker.render.animate import FaceAnimator
         from sadtalker.render.build import load_network
         from sadtalker.render.mapping import MappingConfig, MappingNet
 
-        family = "full" if "full" in preprocess else "crop"
-
         def build():
             networks = self._networks(size)
-            mapping_state = sub_state_dict(
-                load_checkpoint(self.weights(size, preprocess).mapping), "mapping/"
-            )
+            weight_set = self.weights(size, preprocess)
+            mapping_state = sub_state_dict(load_checkpoint(weight_set.mapping), "mapping/")
             coeff_nc = int(mapping_state["first.0.weight"].shape[1])
             mapping = load_network(
                 lambda: MappingNet(MappingConfig(coeff_nc=coeff_nc)), mapping_state, "mapping"
             )
             autocast = None if dtype == "float32" else _DTYPES[dtype]
             return FaceAnimator(
-                networks.kp_detector.to(device),
-                networks.generator.to(device),
-                mapping.to(device),
+                _on_device(networks.kp_detector, device),
+                _on_device(networks.generator, device),
+                mapping.to(device),  # built for this engine alone
                 autocast_dtype=autocast,
             )
 
-        return self._get(("animator", size, family, device, dtype), build)
+        return self._get(("animator", size, family(preprocess), device, dtype), build)
+
+
+def _on_device(module: torch.nn.Module, device: str | torch.device) -> torch.nn.Module:
+    """``module`` itself when every tensor is already on ``device``, else a moved deep copy (the shared
+    CPU module is never moved)."""
+    target = torch.device(device)
+    tensors = [*module.parameters(), *module.buffers()]
+    if all(_same_device(t.device, target) for t in tensors):
+        return module
+    return copy.deepcopy(module).to(target)
+
+
+def _same_device(actual: torch.device, target: torch.device) -> bool:
+    if actual.type != target.type:
+        return False
+    # "cuda" means the current CUDA device: compare indices only when the target names one
+    return target.index is None or actual.index == target.index
+
+
+def check_weights(
+    policy: str | None = None,
+    sizes: Iterable[int] = (256,),
+    preprocesses: Iterable[str] = ("crop",),
+    folder: Path | None = None,
+) -> WeightReport:
+    """Resolve and verify the weight sets a batch will use, before any row work.
+
+    Loads no network and builds nothing shared (a flow process that only orchestrates stays light); the
+    files' hashes are cached per process, so workers in the same process do not hash them again. The
+    workers resolve the same sets by the same rule, and each row records the set it actually used.
+
+    Args:
+        policy: ``official`` | ``synthetic`` | ``auto``; default ``$SADTALKER_WEIGHTS_POLICY`` or ``auto``.
+        sizes: the render sizes of the batch's rows.
+        preprocesses: their crop modes (or families ``crop`` / ``full``).
+        folder: where the official files are (default :func:`weights_folder`).
+
+    Raises:
+        WeightsError: under ``official``, naming every missing file and the fetch command; a tampered file;
+            an unknown policy.
+    """
+    return Models(folder, weights_policy=policy).check_weights(sizes, preprocesses)

@@ -107,9 +107,9 @@ def load_audio(
         raise AudioError(str(path), f"too long: {seconds:.1f} s > the maximum of {max_seconds:.0f} s")
     mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     if native_rate != sample_rate:
-        import librosa
+        from sadtalker.audio.libs import librosa  # resampy fully loaded once, under a lock
 
-        mono = librosa.resample(mono, orig_sr=native_rate, target_sr=sample_rate, res_type="kaiser_best")
+        mono = librosa().resample(mono, orig_sr=native_rate, target_sr=sample_rate, res_type="kaiser_best")
     mono = np.ascontiguousarray(mono, dtype=np.float32)
     if mono.shape[0] < sample_rate // 25:
         raise AudioError(

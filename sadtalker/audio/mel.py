@@ -34,10 +34,10 @@ def crop_to_frames(wav: np.ndarray) -> tuple[np.ndarray, int]:
 
 @lru_cache(maxsize=1)
 def _mel_basis() -> np.ndarray:
-    import librosa
+    from sadtalker.audio.libs import librosa
 
     # Slaney mel scale and Slaney area normalisation (librosa defaults), 80 x 401.
-    return librosa.filters.mel(sr=16_000, n_fft=N_FFT, n_mels=N_MELS, fmin=55, fmax=7600)
+    return librosa().filters.mel(sr=16_000, n_fft=N_FFT, n_mels=N_MELS, fmin=55, fmax=7600)
 
 
 def mel_spectrogram(wav: np.ndarray, block_frames: int = 4096) -> np.ndarray:
@@ -52,8 +52,11 @@ def mel_spectrogram(wav: np.ndarray, block_frames: int = 4096) -> np.ndarray:
     Returns:
         ``(1 + L // 200, 80)`` float32 in [-4, 4] (frames x bands).
     """
-    import librosa
     from scipy.signal import lfilter
+
+    from sadtalker.audio.libs import librosa
+
+    lib = librosa()  # imported once per process under a lock (lazy modules are not thread-safe)
 
     emphasised = lfilter([1.0, -0.97], [1.0], np.asarray(wav, dtype=np.float64))
     # centre=True with zero padding, done once here so that every block is a plain (uncentred) STFT
@@ -63,7 +66,7 @@ def mel_spectrogram(wav: np.ndarray, block_frames: int = 4096) -> np.ndarray:
     for first in range(0, total, block_frames):
         last = min(total, first + block_frames)
         segment = padded[first * HOP : (last - 1) * HOP + N_FFT]
-        spectrum = librosa.stft(y=segment, n_fft=N_FFT, hop_length=HOP, win_length=N_FFT, center=False)
+        spectrum = lib.stft(y=segment, n_fft=N_FFT, hop_length=HOP, win_length=N_FFT, center=False)
         mel = _mel_basis() @ np.abs(spectrum)
         db = 20.0 * np.log10(np.maximum(1e-5, mel)) - _REF_LEVEL_DB
         normalised = (2 * _MAX_ABS) * ((db - _MIN_LEVEL_DB) / -_MIN_LEVEL_DB) - _MAX_ABS

@@ -61,15 +61,24 @@ def sub_state_dict(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, 
     return out
 
 
+def shapes_compatible(file_shape: tuple[int, ...], model_shape: tuple[int, ...]) -> bool:
+    """Whether ``torch.nn.Module.load_state_dict`` loads a tensor of ``file_shape`` into one of
+    ``model_shape``: equal shapes, or a 0-d model tensor from a one-element 1-d one (torch's rule for
+    checkpoints written before 0.4, and by tools that store BatchNorm ``num_batches_tracked`` as ``(1,)``).
+    Nothing else: not ``(1, 1)``, not ``()`` for ``(1,)``, no broadcasting."""
+    return file_shape == model_shape or (model_shape == () and file_shape == (1,))
+
+
 def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what: str = "") -> nn.Module:
-    """Load ``state`` into ``module`` with ``strict=True``; a mismatch names the missing/unexpected keys."""
+    """Load ``state`` into ``module`` with ``strict=True``; a mismatch names the missing/unexpected keys and
+    the wrong shapes (checked before torch, with torch's own shape rule: :func:`shapes_compatible`)."""
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     bad_shapes = [
         f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
         for k in expected
-        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+        if k in state and not shapes_compatible(tuple(state[k].shape), tuple(expected[k].shape))
     ]
     if missing or unexpected or bad_shapes:
         name = what or type(module).__name__

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import threading
 import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -122,7 +123,9 @@ def write_checkpoint(state: dict[str, np.ndarray], path: Path) -> None:
     # np.ascontiguousarray would turn 0-d scalars (num_batches_tracked) into shape (1,)
     tensors = {k: torch.from_numpy(np.array(v, order="C", copy=True)) for k, v in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
+    # A name of its own per writer: threads or worker processes that write the same file at once each
+    # rename a complete copy into place (the content is deterministic), never a mix of two writes.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
     if path.name.endswith(".safetensors"):
         from safetensors.torch import save_file
 
@@ -160,9 +163,9 @@ def ensure_synthetic_checkpoints(
     marker = folder / MARKER
     if not marker.exists():
         folder.mkdir(parents=True, exist_ok=True)
-        marker.write_text(
-            json.dumps({"synthetic": True, "seed": seed, "warning": SYNTHETIC_WARNING}, indent=1)
-        )
+        tmp = folder / f".{MARKER}.{os.getpid()}.{threading.get_ident()}.partial"
+        tmp.write_text(json.dumps({"synthetic": True, "seed": seed, "warning": SYNTHETIC_WARNING}, indent=1))
+        os.replace(tmp, marker)
     return folder
 
 

@@ -1,0 +1,66 @@
+"""Finding 4: each (device, dtype) animator has its own modules; building one never moves another's.
+
+No CUDA here: ``meta`` is the "other" device (``Module.to("meta")`` moves parameters exactly as
+``.to("cuda")`` would). The size's networks are tiny stand-ins; the mapping net is the real (small)
+synthetic mapping_00229 file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+import sadtalker.models as models_mod
+from sadtalker.weights.synthetic import ensure_synthetic_checkpoints
+
+M229 = "mapping_00229-model.pth.tar"
+
+
+def _devices(module: nn.Module) -> set[str]:
+    return {t.device.type for t in [*module.parameters(), *module.buffers()]}
+
+
+def test_second_animator_on_another_device_leaves_the_first_one_in_place(tmp_path: Path, monkeypatch):
+    mapping = ensure_synthetic_checkpoints(0, [M229], root=tmp_path) / M229
+    networks = models_mod._SizeNetworks(
+        expnet=nn.Linear(2, 2), posevae=nn.Linear(2, 2), recon=nn.Linear(2, 2),
+        kp_detector=nn.Conv2d(3, 4, 3), generator=nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)),
+    )  # fmt: skip
+    monkeypatch.setattr(models_mod.Models, "_networks", lambda self, size: networks)
+    weight_set = SimpleNamespace(sadtalker=tmp_path / "x", mapping=mapping, synthetic=True, sha256={})
+    monkeypatch.setattr(models_mod.Models, "weights", lambda self, size, preprocess: weight_set)
+
+    models = models_mod.Models(landmarker="dlib")
+    cpu = models.animator(256, "crop", "cpu", "float32")
+    other = models.animator(256, "crop", "meta", "float32")
+
+    for name in ("kp_detector", "generator", "mapping"):
+        assert _devices(getattr(cpu, name)) == {"cpu"}, f"the CPU animator's {name} was moved"
+        assert _devices(getattr(other, name)) == {"meta"}
+    assert _devices(networks.generator) == {"cpu"} and _devices(networks.kp_detector) == {"cpu"}
+    assert cpu.generator is networks.generator  # the CPU animator shares the loaded networks (no copy)
+    assert models.animator(256, "crop", "meta", "float32") is other  # built once per (device, dtype)
+    assert next(cpu.generator.parameters()).dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_animators_of_other_dtypes_on_the_cpu_share_nothing_mutable(tmp_path: Path, monkeypatch, dtype):
+    """CPU animators of another dtype (autocast) may share the CPU modules: those are never modified."""
+    mapping = ensure_synthetic_checkpoints(0, [M229], root=tmp_path) / M229
+    networks = models_mod._SizeNetworks(
+        expnet=nn.Linear(2, 2), posevae=nn.Linear(2, 2), recon=nn.Linear(2, 2),
+        kp_detector=nn.Conv2d(3, 4, 3), generator=nn.Conv2d(3, 4, 3),
+    )  # fmt: skip
+    monkeypatch.setattr(models_mod.Models, "_networks", lambda self, size: networks)
+    weight_set = SimpleNamespace(sadtalker=tmp_path / "x", mapping=mapping, synthetic=True, sha256={})
+    monkeypatch.setattr(models_mod.Models, "weights", lambda self, size, preprocess: weight_set)
+    models = models_mod.Models(landmarker="dlib")
+    first = models.animator(256, "crop", "cpu", "float32")
+    second = models.animator(256, "crop", "cpu", dtype)
+    assert second is not first and second.autocast_dtype == getattr(torch, dtype)
+    assert next(first.generator.parameters()).dtype == torch.float32
+    assert first.autocast_dtype is None
