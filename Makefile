@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install $(PIP_ARGS) -e ".[dev]" "$(TORCH)"
 	bash scripts/ensure_ffmpeg.sh
+	bash scripts/ensure_chromium.sh
 	touch $(STAMP)
 
 lint: setup

@@ -3,14 +3,18 @@
 ```
 run MANIFEST --output PREFIX [--cache C] [--batch-id ID] [--strict] [--force]
     [--runner threads|dask] [--dask-address tcp://host:8786] [--workers N] [--device auto|cpu|cuda]
+    [--qc-threshold METRIC.warn|fail=VALUE ...] [--no-report]
+submit MANIFEST --output PREFIX [--deployment FLOW/DEPLOYMENT] [--wait] [--qc-threshold ...]
 validate MANIFEST [--no-check-files]
-results OUTPUT/BATCH_ID            (or the path of a results.parquet)
+results OUTPUT/BATCH_ID [--failed] [--qc]   (or the path of a results.parquet)
+report OUTPUT/BATCH_ID | --index OUTPUT
 build-manifest SOURCE -o OUT.parquet [--set KEY=VALUE ...]
-render ... / weights ...           (forwarded to the model-only ``sadtalker`` command)
+render ... / weights ... / qc ...  (forwarded to the model-only ``sadtalker`` command)
 ```
 
-Exit codes: 0 every row succeeded (or the manifest is valid); 1 some rows failed (invalid manifest for
-``validate``); 2 the batch could not run (unreadable manifest, ``--strict`` with problems, bad arguments).
+Exit codes: 0 every row succeeded (or the manifest is valid); 1 some rows failed, QC failures included
+(invalid manifest for ``validate``; a failed flow run for ``submit --wait``); 2 the batch could not run
+(unreadable manifest, ``--strict`` with problems, bad arguments).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 
 import flows  # noqa: F401  (offline Prefect settings before Prefect is imported)
 from sadtalker import storage
+from sadtalker.cli import add_weights_policy_argument
 
 __all__ = ["main"]
 
@@ -32,12 +37,41 @@ _SHOWN_COLUMNS = [
     "status",
     "failed_stage",
     "num_frames",
-    "duration_s",
-    "qc_status",
+    "qc_verdict",
     "render_reused",
     "total_s",
     "error",
 ]
+#: QC figures shown by ``results --qc`` (qc.parquet has every metric).
+_QC_SHOWN = [
+    "id",
+    "qc_verdict",
+    "identity_similarity",
+    "face_presence",
+    "sync_correlation",
+    "sync_offset_frames",
+    "sharpness_ratio",
+    "longest_frozen_run",
+    "av_drift_frames",
+    "qc_problems",
+]
+
+
+def _threshold_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--qc-threshold",
+        action="append",
+        default=[],
+        metavar="METRIC.LEVEL=VALUE",
+        help="override a QC threshold for this batch, e.g. identity_similarity.fail=0.5 (repeatable; "
+        "metrics and defaults: docs/qc.md)",
+    )
+
+
+def _thresholds(values: Sequence[str]) -> dict[str, dict[str, float]] | None:
+    from sadtalker.qc import parse_threshold_overrides
+
+    return parse_threshold_overrides(values) or None
 
 
 def _run(argv: Sequence[str], prog: str) -> int:
@@ -60,10 +94,17 @@ def _run(argv: Sequence[str], prog: str) -> int:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:<i>")
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     parser.add_argument("--no-check-files", action="store_true", help="do not check that inputs exist first")
+    parser.add_argument("--no-report", action="store_true", help="do not write report.html / index.html")
+    _threshold_arguments(parser)
+    add_weights_policy_argument(parser)
     args = parser.parse_args(argv)
 
     from flows.render_batch import render_batch
 
+    try:
+        thresholds = _thresholds(args.qc_threshold)
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         summary = render_batch(
             manifest=args.manifest,
@@ -78,23 +119,37 @@ def _run(argv: Sequence[str], prog: str) -> int:
             device=args.device,
             dtype=args.dtype,
             check_files=not args.no_check_files,
+            qc_thresholds=thresholds,
+            report=not args.no_report,
+            weights=args.weights,
         )
     except Exception as exc:
         print(
             f"error: the batch did not run: {storage.redact(f'{type(exc).__name__}: {exc}')}", file=sys.stderr
         )
         return 2
+    _print_summary(summary)
+    return 0 if summary.ok else 1
+
+
+def _print_summary(summary: Any) -> None:
     print(
         f"\nbatch {summary.batch_id}: {summary.succeeded}/{summary.total} succeeded, {summary.failed} failed "
-        f"({summary.invalid} invalid in the manifest), {summary.reused} reused, {summary.seconds:.1f} s"
+        f"({summary.qc_fail} failed QC, {summary.invalid} invalid in the manifest), {summary.reused} reused, "
+        f"{summary.seconds:.1f} s"
     )
+    print(f"QC: {summary.qc_pass} pass, {summary.qc_warn} warn, {summary.qc_fail} fail")
     for row_id, stage, error in summary.failures:
         print(f"  FAILED {row_id} at {stage}: {error}")
+    if summary.weights:
+        print(f"weights: {', '.join(summary.weights)} (policy {summary.weights_policy})")
     if summary.synthetic_weights:
         print("  WARNING: SYNTHETIC weights were used: these videos are not real results.")
     print(f"videos:  {summary.batch_uri}/items/<id>/video.mp4")
     print(f"results: {summary.results_uri}")
-    return 0 if summary.ok else 1
+    if summary.report_uri:
+        print(f"report:  {summary.report_uri}")
+        print(f"index:   {summary.index_uri}")
 
 
 def _read_results(target: str) -> Any:
@@ -109,6 +164,7 @@ def _results(argv: Sequence[str], prog: str) -> int:
     parser.add_argument("batch", help="OUTPUT/BATCH_ID (the batch folder) or a results.parquet")
     parser.add_argument("--failed", action="store_true", help="only the failed rows")
     parser.add_argument("--all-columns", action="store_true", help="every column, one row per block")
+    parser.add_argument("--qc", action="store_true", help="the QC figures (qc.parquet) instead of the stages")
     args = parser.parse_args(argv)
     try:
         frame, uri = _read_results(args.batch)
@@ -116,19 +172,65 @@ def _results(argv: Sequence[str], prog: str) -> int:
         print(f"error: cannot read results: {storage.redact(str(exc))}", file=sys.stderr)
         return 2
     shown = frame[frame["status"] == "failed"] if args.failed else frame
+    if args.qc:
+        return _show_qc(uri, set(shown["id"]))
     if args.all_columns:
         for _, row in shown.iterrows():
             print(row.to_string(), end="\n\n")
     else:
         table = shown[_SHOWN_COLUMNS].astype(object)
         table = table.where(table.notna(), "-")
-        table["error"] = table["error"].str.slice(0, 80)
+        table["error"] = table["error"].astype(str).str.slice(0, 80)
         print(table.to_string(index=False))
     counts = frame["status"].value_counts().to_dict()
     print(
         f"\n{storage.redact(uri)}: {len(frame)} rows, "
         + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
     )
+    return 0
+
+
+def _show_qc(results_uri: str, ids: set[str]) -> int:
+    """Print the QC figures of ``qc.parquet`` beside ``results_uri`` (rows in ``ids``), rounded."""
+    import pandas as pd
+
+    from flows.publish import round_figure
+
+    uri = storage.join(storage.parent(results_uri), "qc.parquet")
+    try:
+        qc = pd.read_parquet(io.BytesIO(storage.read_bytes(uri)))
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read the QC table: {storage.redact(str(exc))}", file=sys.stderr)
+        return 2
+    qc = qc[qc["id"].isin(ids)]
+    columns = [c for c in _QC_SHOWN if c in qc.columns]
+    table = qc[columns].astype(object).map(round_figure)
+    table = table.where(table.notna(), "-")
+    if "qc_problems" in table:
+        table["qc_problems"] = table["qc_problems"].astype(str).str.slice(0, 80)
+    print(table.to_string(index=False))
+    counts = qc["qc_verdict"].value_counts().to_dict()
+    print(f"\n{storage.redact(uri)}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    return 0
+
+
+def _report(argv: Sequence[str], prog: str) -> int:
+    parser = argparse.ArgumentParser(
+        prog=f"{prog} report", description="Rebuild a batch's report.html, or an output prefix's index.html."
+    )
+    parser.add_argument("batch", nargs="?", help="OUTPUT/BATCH_ID (folder or URI) whose report to rebuild")
+    parser.add_argument("--index", metavar="OUTPUT", help="rebuild OUTPUT/index.html (every batch under it)")
+    args = parser.parse_args(argv)
+    if bool(args.batch) == bool(args.index):
+        parser.error("give a batch folder or --index OUTPUT (one of them)")
+    from sadtalker.qc.report import build_index, build_report
+
+    try:
+        uri = build_index(args.index) if args.index else build_report(args.batch)
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot build the report: {storage.redact(str(exc))}", file=sys.stderr)
+        return 2
+    print(f"wrote {storage.redact(uri)}")
     return 0
 
 
@@ -149,14 +251,18 @@ _USAGE = """usage: {prog} COMMAND ...
 commands:
   run MANIFEST --output PREFIX [--strict] [--force] [--runner threads|dask] [--dask-address A] ...
                   render one video per manifest row (exit 1 when a row failed)
+  submit MANIFEST --output PREFIX [--deployment FLOW/NAME] [--wait] [--qc-threshold M.L=V ...]
+                  validate locally, then run the batch on a shared Prefect server's deployment
   validate MANIFEST [--no-check-files]
                   report every problem of every row (exit 1 when there is one)
-  results OUTPUT/BATCH_ID [--failed] [--all-columns]
-                  show a batch's results table
+  results OUTPUT/BATCH_ID [--failed] [--qc] [--all-columns]
+                  show a batch's results table (--qc: its QC figures)
+  report OUTPUT/BATCH_ID | --index OUTPUT
+                  rebuild a batch's report.html, or the index.html of every batch under OUTPUT
   build-manifest SOURCE -o OUT.parquet [--set KEY=VALUE ...]
                   build a manifest from a CSV, a JSON list or a folder of same-stem pairs
-  render ... | weights ...
-                  one pair without Prefect, weights (the `sadtalker` command)
+  render ... | weights ... | qc ...
+                  one pair without Prefect, weights, QC of any video (the `sadtalker` command)
 
 '{prog} COMMAND --help' describes each command."""
 
@@ -173,8 +279,17 @@ def main(argv: Sequence[str] | None = None, prog: str = "sadtalker-batch") -> in
     if not args or args[0] in ("-h", "--help"):
         print(_USAGE.format(prog=prog))
         return 0 if args else 2
-    handlers = {"run": _run, "validate": _validate, "results": _results, "build-manifest": _build}
-    if args[0] in ("render", "weights"):
+    from flows.submit import submit as _submit
+
+    handlers = {
+        "run": _run,
+        "submit": _submit,
+        "validate": _validate,
+        "results": _results,
+        "report": _report,
+        "build-manifest": _build,
+    }
+    if args[0] in ("render", "weights", "qc"):
         return _model_cli(args, prog)
     handler = handlers.get(args[0])
     if handler is None:

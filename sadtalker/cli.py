@@ -1,6 +1,7 @@
 """Model-only command line: render one photo + speech pair, manage weights. No Prefect here.
 
     sadtalker render --image PHOTO --audio SPEECH --out OUT.mp4 [--size 512 --preprocess full --still ...]
+    sadtalker qc VIDEO --image PHOTO [--audio SPEECH] [--coefficients X.npz] [--threshold NAME.fail=V ...]
     sadtalker weights fetch|list|synthetic ...
 
 The batch commands (``run``, ``validate``, ``results``, ...) live in ``flows.cli`` behind the
@@ -15,6 +16,7 @@ import logging
 import sys
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 
 from sadtalker.options import RenderOptions
 
@@ -69,23 +71,107 @@ def options_from_args(args: argparse.Namespace) -> RenderOptions:
     return RenderOptions(**values)
 
 
+def qc_record_path(video: str | Path) -> Path:
+    """Where ``sadtalker render`` writes a clip's QC record: beside it, ``clip.mp4`` -> ``clip.qc.json``."""
+    return Path(video).with_suffix(".qc.json")
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    import json
+    import os
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
 def _render(args: argparse.Namespace) -> int:
     from sadtalker.errors import SadTalkerError
+    from sadtalker.models import Models, check_weights
     from sadtalker.pipeline import render_pair
+    from sadtalker.qc import resolve_thresholds
 
     try:
         options = options_from_args(args)
-        result = render_pair(args.image, args.audio, args.out, options, progress=not args.quiet)
+        resolve_thresholds(args.threshold)  # a bad override fails before minutes of rendering
+        # Under `official`, missing files stop here with the fetch command, before any work.
+        checked = check_weights(args.weights, (options.size,), (options.preprocess,))
+        for warning in checked.warnings:
+            print(f"WARNING: weights: {warning}", file=sys.stderr)
+        models = Models.shared(checked.policy)
+        result = render_pair(
+            args.image,
+            args.audio,
+            args.out,
+            options,
+            models=models,
+            progress=not args.quiet,
+            thresholds=args.threshold,
+        )
     except (SadTalkerError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     size = f"{result.width}x{result.height}"
     print(f"wrote {result.path}: {result.num_frames} frames, {result.duration:.2f} s, {size}")
-    qc = "passed" if result.qc["passed"] else "; ".join(result.qc["problems"])
-    print(f"{result.seconds_per_frame:.2f} s/frame; QC {qc}")
+    print(f"weights: {models.weights_label(options.size, options.preprocess)} (policy {checked.policy})")
+    record = qc_record_path(result.path)
+    _write_json_atomic(record, result.qc)
+    print(f"{result.seconds_per_frame:.2f} s/frame; QC {result.qc['verdict'].upper()} (record: {record})")
+    for problem in result.qc["problems"]:
+        print(f"  QC: {problem}")
     if result.synthetic_weights:
         print("WARNING: rendered with SYNTHETIC weights (no official checkpoints in the cache): not a face")
     return 0
+
+
+def _qc(args: argparse.Namespace) -> int:
+    """Print the QC record of any video as JSON; exit 1 on fail, 0 on pass / warn, 2 on bad input."""
+    import json
+
+    from sadtalker.errors import SadTalkerError
+    from sadtalker.qc import check_video
+
+    if not Path(args.video).is_file():
+        print(f"error: {args.video}: file not found", file=sys.stderr)
+        return 2
+    try:
+        report = check_video(
+            args.video,
+            args.image,
+            args.audio,
+            coefficients=args.coefficients,
+            thresholds=args.threshold,
+            weights=args.weights,
+            max_samples=args.samples,
+        )
+    except (SadTalkerError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_dict(), indent=2))
+    print(f"QC {report.summary()}", file=sys.stderr)
+    return 1 if report.verdict == "fail" else 0
+
+
+def add_weights_policy_argument(parser: argparse.ArgumentParser) -> None:
+    """``--weights official|synthetic|auto`` (both command lines use this one definition)."""
+    parser.add_argument(
+        "--weights",
+        choices=("official", "synthetic", "auto"),
+        default=None,
+        help="weights policy: official refuses to start when an official file is missing; synthetic renders "
+        "noise (tests); auto uses the official set when complete, else synthetic, loudly "
+        "(default: $SADTALKER_WEIGHTS_POLICY, else auto)",
+    )
+
+
+def _add_threshold_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threshold",
+        action="append",
+        default=None,
+        metavar="NAME.warn|fail=VALUE",
+        help="override a QC threshold (repeatable), e.g. identity_similarity.fail=0.85; =none removes it",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,8 +182,28 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--audio", required=True, help="speech (wav, flac, ogg, mp3, m4a, ...)")
     render.add_argument("--out", required=True, help="output .mp4")
     render.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_weights_policy_argument(render)
+    _add_threshold_argument(render)
     add_option_arguments(render)
     render.set_defaults(func=_render)
+    qc = sub.add_parser(
+        "qc", help="check any video against its inputs; JSON record on stdout, exit 1 on fail"
+    )
+    qc.add_argument("video", help="the video to check")
+    qc.add_argument("--image", help="the source photo (the face the video should show)")
+    qc.add_argument("--audio", help="the driving speech (default: the video's own audio track)")
+    qc.add_argument(
+        "--coefficients", help=".npz (coefficients / coeff_3dmm) or .npy (T, 70) motion coefficients"
+    )
+    qc.add_argument(
+        "--weights",
+        choices=["official", "synthetic", "unknown"],
+        default="unknown",
+        help="the weights the video was rendered with (synthetic: face metrics are not meaningful)",
+    )
+    qc.add_argument("--samples", type=int, default=16, help="frames sampled for face / identity / sharpness")
+    _add_threshold_argument(qc)
+    qc.set_defaults(func=_qc)
     weights = sub.add_parser(
         "weights", help="fetch / list official weights, write synthetic ones", add_help=False
     )

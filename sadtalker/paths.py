@@ -76,6 +76,8 @@ class ItemPaths:
     face: str
     qc: str
     render_record: str
+    qc_source: str  # QC thumbnails for the report: the source face, and a strip of sampled output frames
+    qc_strip: str
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,17 @@ class BatchPaths:
     def report(self) -> str:
         return storage.join(self.root, "report.html")
 
+    @property
+    def batch_record(self) -> str:
+        """``batch.json``: what the batch was (id, time, manifest, weights, versions, thresholds, counts);
+        the index page of an output prefix lists these."""
+        return storage.join(self.root, "batch.json")
+
+    @property
+    def index(self) -> str:
+        """``<output>/index.html``: every batch under the output prefix, newest first."""
+        return storage.join(self.output, "index.html")
+
     def item(self, row_id: str) -> ItemPaths:
         """The output paths of row ``row_id`` (checked to stay inside the batch folder)."""
         root = ensure_within(self.root, storage.join(self.root, "items", check_id(row_id)))
@@ -127,6 +140,8 @@ class BatchPaths:
             face=storage.join(root, "face.npz"),
             qc=storage.join(root, "qc.json"),
             render_record=storage.join(root, "render.json"),
+            qc_source=storage.join(root, "qc_source.jpg"),
+            qc_strip=storage.join(root, "qc_strip.jpg"),
         )
 
     def face_cache(self, key: str) -> str:

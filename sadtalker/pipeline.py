@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from sadtalker.options import RenderOptions
+from sadtalker.qc.thresholds import QC_PROTOCOL  # noqa: F401  (re-exported: the QC stage compares records by it)
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,20 @@ class CoeffResult:
 
 @dataclass(frozen=True)
 class VideoResult:
+    """A written clip.
+
+    Attributes:
+        path: the mp4.
+        num_frames: T; ``duration`` = T / 25 s (the audio is cut to the video).
+        width, height: the file's frame size (even; odd render sizes are padded by one pixel).
+        synthetic_weights: rendered with synthetic weights (not a face).
+        seconds_per_frame: the renderer's own time per frame.
+        frame_stats: :class:`sadtalker.qc.FrameStats` ``.to_dict()`` gathered while rendering (non-finite
+            float frames, blank frames, brightness, motion); feed it to ``check_video(upstream=...)``.
+        qc: the full QC record (``QCReport.to_dict()``) when the caller ran ``check_video`` on the file:
+            :func:`render_pair` does; :func:`render_video` leaves it None (the batch's QC is its own stage).
+    """
+
     path: str
     num_frames: int
     duration: float
@@ -144,6 +159,7 @@ class VideoResult:
     synthetic_weights: bool
     seconds_per_frame: float
     qc: dict | None = None
+    frame_stats: dict | None = None
 
 
 def extract_face(image_path: str | Path, options: RenderOptions, models=None) -> FaceResult:
@@ -266,7 +282,7 @@ def render_video(
     In ``full``/``extfull`` modes each frame is pasted back into the original photo.
     """
     from sadtalker.face.image import load_image
-    from sadtalker.qc import FrameStats, check_video
+    from sadtalker.qc import FrameStats
     from sadtalker.render.batching import (
         camera_angle_sequence,
         source_image_array,
@@ -316,6 +332,7 @@ def render_video(
         )
         try:
             for chunk in animator.animate(targets, options.batch_size, **angles):
+                stats.update_float(chunk)  # NaN / Inf would be clipped away silently by the uint8 conversion
                 images = resize_frames(frames_to_uint8(chunk), width, height)  # (B, h, S, 3)
                 if paste is not None:
                     images = np.stack([paste(image) for image in images])
@@ -330,18 +347,67 @@ def render_video(
             if bar is not None:
                 bar.close()
     elapsed = time.perf_counter() - start
-    report = check_video(out_path, frames, coeffs.audio_seconds, stats, synthetic_weights=synthetic)
     if synthetic:
         log.warning("%s was rendered with SYNTHETIC weights: it will not look like a face", out_path)
+    if stats.nonfinite_frames:
+        log.warning("%s: %d rendered frames had NaN / Inf values", out_path, stats.nonfinite_frames)
+    out_w, out_h = writer.output_size or (width, height)
     return VideoResult(
         path=str(out_path),
         num_frames=frames,
-        duration=float(report.duration or 0.0),
-        width=int(report.width or 0),
-        height=int(report.height or 0),
+        duration=frames / FPS,
+        width=int(out_w),
+        height=int(out_h),
         synthetic_weights=synthetic,
         seconds_per_frame=elapsed / max(frames, 1),
-        qc=report.to_dict(),
+        qc=None,
+        frame_stats=stats.to_dict(),
+    )
+
+
+def qc_source_image(face: FaceResult, image_path: str | Path) -> np.ndarray:
+    """The picture a render should look like, for QC: the S x S source crop, or the original photo in
+    ``full`` / ``extfull`` modes (whose output is that photo with the face pasted back)."""
+    if face.crop_record().is_full:
+        from sadtalker.face.image import load_image
+
+        return load_image(image_path).pixels
+    return face.source_image
+
+
+def quality_check(
+    video_path: str | Path,
+    face: FaceResult,
+    coeffs: CoeffResult,
+    image_path: str | Path,
+    audio_path: str | Path,
+    options: RenderOptions | None = None,
+    models=None,
+    synthetic_weights: bool = False,
+    thresholds=None,
+    upstream: dict | None = None,
+):
+    """Full QC (:func:`sadtalker.qc.check_video`) of a rendered clip, with everything the pipeline knows:
+    the source face (:func:`qc_source_image`), the speech, the coefficients, the frame count and the
+    in-render statistics (``VideoResult.frame_stats``). Returns a :class:`sadtalker.qc.QCReport`.
+
+    ``models``: when given, face presence uses its landmarker (the project's, as the clip's face was found);
+    otherwise dlib's detector. ``options`` is accepted for symmetry with the other stages (the crop record
+    in ``face`` already says whether the output is the whole photo). ``thresholds``: overrides
+    (:func:`sadtalker.qc.parse_threshold_overrides`).
+    """
+    from sadtalker.qc import check_video
+
+    return check_video(
+        video_path,
+        qc_source_image(face, image_path),
+        audio_path,
+        coefficients=coeffs.coefficients,
+        expected_frames=coeffs.num_frames,
+        weights="synthetic" if synthetic_weights else "official",
+        thresholds=thresholds,
+        upstream=upstream,
+        landmarker=models.landmarker() if models is not None else None,
     )
 
 
@@ -352,9 +418,27 @@ def render_pair(
     options: RenderOptions | None = None,
     models=None,
     progress: bool = False,
+    thresholds=None,
 ) -> VideoResult:
-    """The whole model for one photo + speech pair (models are loaded once per process and reused)."""
+    """The whole model for one photo + speech pair (models are loaded once per process and reused), then
+    the full QC of the written file in ``VideoResult.qc`` (a failed QC keeps the video: it is reported,
+    not deleted). ``thresholds``: QC threshold overrides (:func:`sadtalker.qc.parse_threshold_overrides`)."""
+    import dataclasses
+
     options = options or RenderOptions()
     face = extract_face(image_path, options, models)
     coeffs = audio_to_coefficients(audio_path, face, options, models)
-    return render_video(face, coeffs, image_path, audio_path, out_path, options, models, progress)
+    video = render_video(face, coeffs, image_path, audio_path, out_path, options, models, progress)
+    report = quality_check(
+        video.path,
+        face,
+        coeffs,
+        image_path,
+        audio_path,
+        options,
+        models=_models(models),
+        synthetic_weights=video.synthetic_weights,
+        thresholds=thresholds,
+        upstream=video.frame_stats,
+    )
+    return dataclasses.replace(video, qc=report.to_dict())

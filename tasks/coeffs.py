@@ -35,7 +35,7 @@ def coefficients_task(row: ManifestRow, face: FaceRecord, ctx: StageContext) -> 
     are there (or ``force``); copy them to ``items/<id>/coeffs.npz``. Reference files (``ref_eyeblink``,
     ``ref_pose``) are downloaded and hashed into the key."""
     start = time.perf_counter()
-    pl, models = pipeline(), shared_models()
+    pl, models = pipeline(), shared_models(ctx.weights)
     item = ctx.paths.item(row.id)
     with storage.scratch_dir() as tmp:
         audio = storage.localize(row.audio, tmp)

@@ -37,6 +37,7 @@ __all__ = [
     "render_slot",
     "resolve_device",
     "retry_if_transient",
+    "models_module",
     "shared_models",
 ]
 
@@ -50,10 +51,15 @@ def pipeline() -> ModuleType:
     return importlib.import_module("sadtalker.pipeline")
 
 
-def shared_models() -> Any:
-    """The per-process ``sadtalker.models.Models`` (networks load once per worker process and serve every
-    row it runs); looked up at call time like :func:`pipeline`."""
-    return importlib.import_module("sadtalker.models").Models.shared()
+def models_module() -> ModuleType:
+    """``sadtalker.models``, looked up at call time like :func:`pipeline` (the same test seam)."""
+    return importlib.import_module("sadtalker.models")
+
+
+def shared_models(weights_policy: str | None = None) -> Any:
+    """The per-process ``sadtalker.models.Models`` of the weights policy (networks load once per worker
+    process and serve every row it runs); default policy ``$SADTALKER_WEIGHTS_POLICY`` or ``auto``."""
+    return models_module().Models.shared(weights_policy)
 
 
 def logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:

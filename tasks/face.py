@@ -33,7 +33,7 @@ def extract_face_task(row: ManifestRow, ctx: StageContext) -> FaceRecord:
     """Extract the face of ``row.image`` into ``<cache>/face/<key>.npz`` unless it is there (or ``force``);
     copy it to ``items/<id>/face.npz``. Raises ``InputError`` (no face, unreadable photo): never retried."""
     start = time.perf_counter()
-    pl, models = pipeline(), shared_models()
+    pl, models = pipeline(), shared_models(ctx.weights)
     options = row.to_options(
         device=resolve_device(ctx.device), dtype=ctx.dtype, ref_eyeblink=None, ref_pose=None
     )

@@ -5,7 +5,7 @@ Each stage record also says which columns of the batch's ``results.parquet`` it 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sadtalker.paths import BatchPaths
@@ -19,7 +19,10 @@ class StageContext:
 
     ``device``: ``"auto"`` (CUDA when the worker has it), ``"cpu"``, ``"cuda"``, ``"cuda:1"``;
     resolved on the worker that runs the task. ``force``: recompute even when the artefact exists.
-    ``progress``: per-clip progress bars (render).
+    ``progress``: per-clip progress bars (render). ``qc_thresholds``: the batch's overrides of the QC
+    thresholds (``{"identity_similarity": {"fail": 0.5}}``; ``sadtalker.qc`` has the defaults).
+    ``weights``: the weights policy (``official`` | ``synthetic`` | ``auto``), resolved by the flow before
+    any row work so that every worker loads its networks under the same rule.
     """
 
     paths: BatchPaths
@@ -27,6 +30,8 @@ class StageContext:
     dtype: str = "float32"
     force: bool = False
     progress: bool = False
+    qc_thresholds: dict[str, dict[str, float]] | None = None
+    weights: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,8 +87,9 @@ class CoeffRecord:
 class RenderRecord:
     """The row's video. ``seconds``: the task's wall time (on CPU it includes waiting for the process's
     renderer, which renders one clip at a time); ``wait_seconds``: time spent waiting for the GPU slot (0 on
-    CPU); ``seconds_per_frame``: the renderer's own time per frame. ``qc``: the renderer's report on the
-    written file (``sadtalker.qc.QCReport.to_dict()``), when it made one."""
+    CPU); ``seconds_per_frame``: the renderer's own time per frame. ``frame_stats``: what the renderer saw
+    while frames streamed past (``sadtalker.qc.FrameStats``: non-finite values before the uint8 conversion,
+    which the file cannot show), handed to QC."""
 
     row_id: str
     key: str
@@ -99,7 +105,8 @@ class RenderRecord:
     seconds: float
     wait_seconds: float
     seconds_per_frame: float | None = None
-    qc: dict[str, Any] | None = None
+    frame_stats: dict[str, Any] | None = None
+    weights_label: str | None = None
 
     def result_fields(self) -> dict[str, Any]:
         return {
@@ -110,6 +117,7 @@ class RenderRecord:
             "width": self.width,
             "height": self.height,
             "synthetic_weights": self.synthetic_weights,
+            "weights": self.weights_label,
             "device": self.device,
             "render_reused": self.reused,
             "render_s": self.seconds,
@@ -120,23 +128,26 @@ class RenderRecord:
 
 @dataclass(frozen=True)
 class QCRecord:
-    """Checks on the written video: ``status`` is ``ok`` or ``warn`` (``checks`` says why)."""
+    """QC of the stored video: ``verdict`` pass, warn or fail (``problems`` says why, worst first);
+    ``metrics``: every figure and its verdict, flat (``name``, ``name__verdict``), for ``qc.parquet``."""
 
     row_id: str
     uri: str
-    status: str
-    num_frames: int
-    duration: float
-    audio_seconds: float
+    verdict: str
+    problems: tuple[str, ...]
+    protocol: str
     video_bytes: int
-    checks: tuple[str, ...]
+    reused: bool
     seconds: float
+    metrics: dict[str, Any] = field(default_factory=dict)
 
     def result_fields(self) -> dict[str, Any]:
         return {
             "qc_uri": self.uri,
-            "qc_status": self.status,
-            "qc_checks": "; ".join(self.checks),
+            "qc_verdict": self.verdict,
+            "qc_problems": "; ".join(self.problems),
+            "qc_protocol": self.protocol,
             "video_bytes": self.video_bytes,
+            "qc_reused": self.reused,
             "qc_s": self.seconds,
         }

@@ -46,10 +46,12 @@ def render_task(row: ManifestRow, face: FaceRecord, coeffs: CoeffRecord, ctx: St
     the previous good video (and its record) as they were. On CUDA the render holds one slot of the
     worker's GPU concurrency limit; downloads and uploads happen outside it."""
     start = time.perf_counter()
-    pl, models = pipeline(), shared_models()
+    pl, models = pipeline(), shared_models(ctx.weights)
     device = resolve_device(ctx.device)
     options = row.to_options(device=device, dtype=ctx.dtype, ref_eyeblink=None, ref_pose=None)
     key = render_key(face.key, coeffs.key, face.image_sha256, options, weights_fingerprint(models, options))
+    # The name of exactly the files this configuration loads (results and qc.parquet carry it).
+    weights_label = str(models.weights(options.size, options.preprocess).label)
     item = ctx.paths.item(row.id)
     previous = None if ctx.force else _previous(item.render_record, item.video, key)
     reused = previous is not None
@@ -77,9 +79,10 @@ def render_task(row: ManifestRow, face: FaceRecord, coeffs: CoeffRecord, ctx: St
             "width": int(video.width),
             "height": int(video.height),
             "synthetic_weights": bool(video.synthetic_weights),
+            "weights": weights_label,
             "device": device,
             "seconds_per_frame": getattr(video, "seconds_per_frame", None),
-            "qc": getattr(video, "qc", None),
+            "frame_stats": getattr(video, "frame_stats", None),
         }
         storage.write_json(item.render_record, previous)
     seconds = time.perf_counter() - start
@@ -100,5 +103,6 @@ def render_task(row: ManifestRow, face: FaceRecord, coeffs: CoeffRecord, ctx: St
         seconds=seconds,
         wait_seconds=wait,
         seconds_per_frame=previous.get("seconds_per_frame"),
-        qc=previous.get("qc"),
+        frame_stats=previous.get("frame_stats"),
+        weights_label=str(previous.get("weights") or weights_label),
     )

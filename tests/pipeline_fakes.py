@@ -18,6 +18,7 @@ Behaviour is steered by markers in the input files' bytes, so a test manifest sa
 - photo containing ``FLAKY<n>``: the first ``n`` calls for that file raise a transient ``OSError``;
 - audio containing ``BADAUDIO``: ``AudioError``; ``RENDERFAIL``: the render raises ``RuntimeError``;
 - audio containing ``FRAMES=<n>``: ``n`` frames (default 8);
+- audio containing ``QCFAIL`` / ``QCWARN``: ``quality_check`` gives verdict fail / warn (lip sync off);
 - audio containing ``HANG``: the coefficient stage blocks for 10 minutes when ``PIPELINE_FAKES_HANG=1`` is
   set in the environment (to kill a run midway; not in the render, whose CPU lock would stall other rows).
 
@@ -42,9 +43,10 @@ from typing import Any
 
 import numpy as np
 
-from sadtalker.errors import AudioError, NoFaceError
+from sadtalker.errors import AudioError, NoFaceError, WeightsError
 
 FPS = 25.0
+QC_PROTOCOL = "sadtalker-qc/2"
 CALLS: list[tuple[str, str]] = []
 _LOCK = threading.RLock()
 _FLAKY_SEEN: dict[str, int] = {}
@@ -70,7 +72,7 @@ def reset() -> None:
     with _LOCK:
         CALLS.clear()
         _FLAKY_SEEN.clear()
-    Models._shared = None
+    Models._shared = {}
     Models.instances = 0
 
 
@@ -115,6 +117,23 @@ class VideoResult:
     synthetic_weights: bool
     seconds_per_frame: float = 0.0
     qc: dict | None = None
+    frame_stats: dict | None = None
+
+
+@dataclass(frozen=True)
+class FakeQCReport:
+    """The part of ``sadtalker.qc.QCReport`` the QC task uses."""
+
+    record: dict
+
+    def to_dict(self) -> dict:
+        return dict(self.record)
+
+    def source_jpeg(self) -> bytes | None:
+        return b"\xff\xd8FAKEJPEG-source"
+
+    def strip_jpeg(self) -> bytes | None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -122,13 +141,58 @@ class WeightSet:
     sha256: dict[str, str]
     synthetic: bool
 
+    @property
+    def label(self) -> str:
+        digests = "+".join(v[:12] for v in self.sha256.values())
+        return f"synthetic:seed0:{digests}" if self.synthetic else f"official:{digests}"
+
+
+@dataclass(frozen=True)
+class WeightReport:
+    policy: str
+    sets: dict[str, WeightSet]
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"policy": self.policy, "sets": {k: ws.label for k, ws in self.sets.items()}}
+
+
+#: The official files a test pretends are in the weights folder (``official`` refuses without them).
+OFFICIAL_ENV = "PIPELINE_FAKES_OFFICIAL_WEIGHTS"
+
+
+def resolve_policy(policy: str | None = None) -> str:
+    value = (policy or os.environ.get("SADTALKER_WEIGHTS_POLICY") or "auto").strip().lower()
+    if value not in ("official", "synthetic", "auto"):
+        raise WeightsError(f"unknown weights policy {value!r}: use one of official, synthetic, auto")
+    return value
+
+
+def check_weights(
+    policy: str | None = None, sizes: Any = (256,), preprocesses: Any = ("crop",)
+) -> WeightReport:
+    """Like ``sadtalker.models.check_weights``: ``official`` refuses unless
+    ``$PIPELINE_FAKES_OFFICIAL_WEIGHTS`` is set; otherwise every set is synthetic."""
+    policy = resolve_policy(policy)
+    official = bool(os.environ.get(OFFICIAL_ENV)) and policy != "synthetic"
+    if policy == "official" and not official:
+        names = [f"SadTalker_V0.0.2_{s}.safetensors" for s in sorted(set(sizes))]
+        raise WeightsError(
+            f"weights policy 'official': official weights missing in /fake/weights: {', '.join(names)}; "
+            f"fetch them with `sadtalker-batch weights fetch {' '.join(names)}`"
+        )
+    model = Models(weights_policy=policy)
+    sets = {f"{s}/{p}": model.weights(s, p) for s in sorted(set(sizes)) for p in sorted(set(preprocesses))}
+    type(model).instances -= 1  # a check builds no shared model
+    warnings = () if official else (f"weights policy {policy!r}: SYNTHETIC weights",)
+    return WeightReport(policy, sets, warnings)
+
 
 class Models:
     """Counts how often it is built: once per process is the contract (``sadtalker.models.Models``)."""
 
-    _shared: Models | None = None
+    _shared: dict[str, Models] = {}
     instances = 0
-    synthetic = True
 
     def weights(self, size: int, preprocess: str) -> WeightSet:
         mapping = "mapping_00109-model.pth.tar" if "full" in preprocess else "mapping_00229-model.pth.tar"
@@ -136,16 +200,19 @@ class Models:
             {f"SadTalker_V0.0.2_{size}.safetensors": "f" * 64, mapping: "e" * 64}, self.synthetic
         )
 
-    def __init__(self) -> None:
+    def __init__(self, weights_policy: str | None = None) -> None:
+        self.weights_policy = resolve_policy(weights_policy)
+        self.synthetic = not (os.environ.get(OFFICIAL_ENV) and self.weights_policy != "synthetic")
         type(self).instances += 1
-        _record("Models", f"pid{os.getpid()}")
 
     @classmethod
-    def shared(cls) -> Models:
+    def shared(cls, weights_policy: str | None = None) -> Models:
+        policy = resolve_policy(weights_policy)
         with _LOCK:
-            if cls._shared is None:
-                cls._shared = cls()
-            return cls._shared
+            if policy not in cls._shared:
+                cls._shared[policy] = cls(policy)
+                _record("Models", f"pid{os.getpid()}")
+            return cls._shared[policy]
 
 
 def extract_face(image_path: str | Path, options: Any, models: Models | None = None) -> FaceResult:
@@ -201,7 +268,6 @@ def render_video(
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(b"FAKEMP4" + json.dumps(payload).encode())
     os.replace(tmp, out)
-    qc = {"passed": True, "problems": [], "frames": coeffs.num_frames, "fps": FPS, "has_audio": True}
     return VideoResult(
         path=str(out),
         num_frames=coeffs.num_frames,
@@ -209,7 +275,67 @@ def render_video(
         width=options.size,
         height=options.size,
         synthetic_weights=bool((models or Models.shared()).synthetic),
-        qc=qc,
+        frame_stats={"frames": coeffs.num_frames, "nonfinite_frames": 0},
+    )
+
+
+def quality_check(
+    video_path: str | Path,
+    face: FaceResult,
+    coeffs: CoeffResult,
+    image_path: str | Path,
+    audio_path: str | Path,
+    options: Any,
+    models: Models | None = None,
+    synthetic_weights: bool = False,
+    thresholds: dict | None = None,
+    upstream: dict | None = None,
+) -> FakeQCReport:
+    """A QC record in the real format; the verdict follows the audio's ``QCFAIL`` / ``QCWARN`` marker and
+    the ``sync_offset_frames`` thresholds (overridable like the real ones)."""
+    _record("quality_check", audio_path)
+    if not Path(video_path).read_bytes().startswith(b"FAKEMP4"):
+        raise RuntimeError(f"{video_path} is not a video this fake rendered")
+    audio = Path(audio_path).read_bytes()
+    from sadtalker.qc.thresholds import resolve_thresholds
+
+    offset = 6.0 if b"QCFAIL" in audio else 2.0 if b"QCWARN" in audio else 0.0
+    threshold = resolve_thresholds(thresholds)["sync_offset_frames"]
+    verdict = threshold.verdict(offset)
+    limits = threshold.to_dict()
+    metrics = {
+        "frames": {
+            "value": coeffs.num_frames,
+            "verdict": "pass",
+            "threshold": None,
+            "unit": "frames",
+            "group": "container",
+            "note": None,
+        },
+        "sync_offset_frames": {
+            "value": offset,
+            "verdict": verdict,
+            "unit": "frames",
+            "group": "sync",
+            "note": None,
+            "threshold": limits,
+        },
+    }
+    problems = (
+        [] if verdict == "pass" else [f"sync_offset_frames: {offset:g} >= {limits[verdict]:g} ({verdict})"]
+    )
+    return FakeQCReport(
+        {
+            "protocol": QC_PROTOCOL,
+            "verdict": verdict,
+            "problems": problems,
+            "weights": "synthetic" if synthetic_weights else "official",
+            "metrics": metrics,
+            "series": {"fps": FPS, "mouth_opening": [], "speech_envelope": [], "best_lag_frames": None},
+            "video": {"path": str(video_path), "frames": coeffs.num_frames},
+            "models": {"landmarker": "fake", "face_descriptor": "fake", "syncnet": None},
+            "seconds": 0.0,
+        }
     )
 
 

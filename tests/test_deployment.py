@@ -107,17 +107,22 @@ def deployed(prefect_server: dict[str, str]) -> dict[str, str]:
     schedule = deployment["schedules"][0]["schedule"]
     assert (schedule["cron"], schedule["timezone"]) == (spec["schedules"][0]["cron"], "Europe/Berlin")
     assert deployment["work_pool_name"] == pool and deployment["parameters"]["manifest"]
+    assert deployment["parameters"]["weights"] == "official"  # production never renders noise silently
     return {"name": f"render-batch/{spec['name']}", "pool": pool}
 
 
 def _run_deployment(
-    env: dict[str, str], deployed: dict[str, str], params: dict[str, str], python_path: str
+    env: dict[str, str],
+    deployed: dict[str, str],
+    params: dict[str, str],
+    python_path: str,
+    worker_env: dict[str, str] | None = None,
 ) -> dict:
     """Create a flow run of the deployment, let one worker pass run it, return the flow run."""
     created = _prefect(env, "deployment", "run", deployed["name"], "--params", json.dumps(params))
     flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", created).group(1)  # type: ignore[union-attr]
     _prefect(
-        {**env, "PYTHONPATH": python_path},
+        {**env, **(worker_env or {}), "PYTHONPATH": python_path},
         "worker",
         "start",
         "--pool",
@@ -146,11 +151,43 @@ def test_prefect_yaml_deploys_and_a_worker_runs_it(
     )
     output = tmp_path / "out"
     params = {"manifest": manifest, "output": str(output), "device": "cpu"}
-    run = _run_deployment(prefect_server, deployed, params, os.pathsep.join([str(FAKE_SITE), str(REPO)]))
+    fake_site = os.pathsep.join([str(FAKE_SITE), str(REPO)])
+    # The worker has the official files (the fakes pretend so): the deployment's `official` policy runs.
+    official = {"PIPELINE_FAKES_OFFICIAL_WEIGHTS": "1"}
+    run = _run_deployment(prefect_server, deployed, params, fake_site, worker_env=official)
     assert run["state"]["type"] == "COMPLETED", run["state"]
     results = pd.read_parquet(next(output.glob("nightly-*/results.parquet"))).set_index("id")
     assert dict(results["status"]) == {"ok": "succeeded", "noface": "failed"}
     assert Path(results.loc["ok", "video_uri"]).read_bytes().startswith(b"FAKEMP4")  # the fake rendered it
+    assert results.loc["ok", "weights"].startswith("official:") and not results.loc["ok", "synthetic_weights"]
+
+
+def test_nightly_deployment_refuses_a_worker_without_official_weights_before_any_row_work(
+    prefect_server: dict[str, str], deployed: dict[str, str], tmp_path: Path
+) -> None:
+    """The deployment's `weights: official` on a worker without the files: the flow run fails at once, its
+    message names what is missing and how to fetch it, and no batch output is written."""
+    from manifests.build import write_manifest
+
+    (tmp_path / "p.png").write_bytes(b"photo")
+    (tmp_path / "s.wav").write_bytes(b"speech FRAMES=3")
+    manifest = str(tmp_path / "nightly.parquet")
+    write_manifest([{"id": "ok", "image": "p.png", "audio": "s.wav"}], manifest)
+    output = tmp_path / "out"
+    log = tmp_path / "calls.log"
+    run = _run_deployment(
+        prefect_server,
+        deployed,
+        {"manifest": manifest, "output": str(output), "device": "cpu"},
+        os.pathsep.join([str(FAKE_SITE), str(REPO)]),
+        worker_env={"PIPELINE_FAKES_CALL_LOG": str(log)},
+    )
+    assert run["state"]["type"] == "FAILED", run["state"]
+    message = run["state"]["message"]
+    assert "official weights missing" in message, message
+    assert "weights fetch SadTalker_V0.0.2_256.safetensors" in message, message
+    assert not output.exists()  # refused before BatchPaths.create: nothing half-written
+    assert "extract_face" not in log.read_text()  # no row work
 
 
 def test_deployed_flow_renders_real_clips_and_fails_the_faceless_row(
@@ -173,12 +210,93 @@ def test_deployed_flow_renders_real_clips_and_fails_the_faceless_row(
     ]
     write_manifest(rows, manifest)
     output = tmp_path / "out"
-    run = _run_deployment(prefect_server, deployed, {"manifest": manifest, "output": str(output)}, str(REPO))
+    # No official files on this machine: the test asks for synthetic weights explicitly.
+    params = {"manifest": manifest, "output": str(output), "weights": "synthetic"}
+    run = _run_deployment(prefect_server, deployed, params, str(REPO))
     assert run["state"]["type"] == "COMPLETED", run["state"]
     results = pd.read_parquet(next(output.glob("real-*/results.parquet"))).set_index("id")
     assert results.loc["real", "status"] == "succeeded", results.loc["real", "error"]
     assert results.loc["real", "num_frames"] == 2 and results.loc["real", "num_faces"] >= 1
     video = Path(results.loc["real", "video_uri"])
     assert video.stat().st_size > 1000 and video.read_bytes()[4:8] == b"ftyp"  # an mp4 container
+    assert results.loc["real", "weights"].startswith("synthetic:seed0:")
     assert (results.loc["noface", "status"], results.loc["noface", "failed_stage"]) == ("failed", "face")
     assert results.loc["noface", "error"].startswith("NoFaceError: ")
+
+
+def test_submit_validates_locally_runs_the_deployment_and_waits_for_the_report(
+    prefect_server: dict[str, str], deployed: dict[str, str], tmp_path: Path
+) -> None:
+    """`sadtalker-batch submit`: an invalid manifest is refused before anything is sent; a valid one becomes
+    a flow run of the deployment, whose UI link is printed; `--wait` follows it (a worker runs it meanwhile)
+    and prints the batch's counts and where its report is."""
+    from manifests.build import write_manifest
+
+    env, api = prefect_server, prefect_server["PREFECT_API_URL"]
+    (tmp_path / "p.png").write_bytes(b"photo")
+    (tmp_path / "s.wav").write_bytes(b"speech FRAMES=3")
+    (tmp_path / "late.wav").write_bytes(b"speech FRAMES=3 QCFAIL")
+    bad = str(tmp_path / "bad.parquet")
+    write_manifest([{"id": "x", "image": "p.png", "audio": "s.wav", "pose_style": 3}], bad)
+    frame = pd.read_parquet(bad)
+    frame.loc[0, "pose_style"] = 99
+    frame.to_parquet(bad)
+
+    def runs() -> int:
+        return len(httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10).json())
+
+    def cli(*args: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "submit", *args, "--deployment", deployed["name"]],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    before = runs()
+    refused = cli(bad, "--output", str(tmp_path / "out"))
+    out, _ = refused.communicate(timeout=120)
+    assert refused.returncode == 1 and "pose_style" in out and "nothing was sent" in out
+    assert runs() == before
+
+    manifest = str(tmp_path / "tonight.parquet")
+    write_manifest(
+        [
+            {"id": "ok", "image": "p.png", "audio": "s.wav"},
+            {"id": "late", "image": "p.png", "audio": "late.wav"},
+        ],
+        manifest,
+    )
+    waiting = cli(
+        manifest,
+        "--output",
+        str(tmp_path / "out"),
+        "--weights",
+        "auto",
+        "--wait",
+        "--poll",
+        "0.5",
+        "--timeout",
+        "200",
+    )
+    deadline = time.monotonic() + 60
+    while runs() == before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    _prefect(
+        {**env, "PYTHONPATH": os.pathsep.join([str(FAKE_SITE), str(REPO)])},
+        "worker",
+        "start",
+        "--pool",
+        deployed["pool"],
+        "--run-once",
+        timeout=240,
+    )
+    out, _ = waiting.communicate(timeout=120)
+    assert waiting.returncode == 1, out  # the run completed, with one row failing QC
+    ui = api[: -len("/api")]
+    assert re.search(rf"watch:\s+{re.escape(ui)}/runs/flow-run/[0-9a-f-]{{36}}", out), out
+    assert "Completed" in out and "2 rows, 1 succeeded, 1 failed; QC 1 pass, 0 warn, 1 fail" in out
+    report = next((tmp_path / "out").glob("tonight-*/report.html"))
+    assert f"report: {report}" in out and report.is_file()

@@ -152,14 +152,19 @@ def test_stage_task_bodies_cache_by_content(tmp_path: Path, fake_pipeline: Any) 
     assert (coeffs.num_frames, coeffs.reused) == (6, False)
     render = render_task.fn(row, face, coeffs, ctx)
     assert Path(render.video_uri).read_bytes().startswith(b"FAKEMP4") and render.num_frames == 6
-    qc = qc_task.fn(row, render, coeffs, ctx)
-    assert qc.status == "warn" and storage.read_json(qc.uri)["num_frames"] == 6  # synthetic weights: warn
+    qc = qc_task.fn(row, face, render, coeffs, ctx)
+    stored = storage.read_json(qc.uri)
+    assert (qc.verdict, stored["verdict"], stored["render_key"]) == ("pass", "pass", render.key)
+    assert qc.metrics["frames"] == 6.0 and qc.metrics["frames__verdict"] == "pass"
+    assert Path(ctx.paths.item("r1").qc_source).read_bytes().startswith(b"\xff\xd8")
     again = [
         extract_face_task.fn(row, ctx),
         coefficients_task.fn(row, face, ctx),
         render_task.fn(row, face, coeffs, ctx),
+        qc_task.fn(row, face, render, coeffs, ctx),
     ]
-    assert [r.reused for r in again] == [True, True, True]
+    assert [r.reused for r in again] == [True, True, True, True]
+    assert fake_pipeline.calls("quality_check") == ["s.wav"]  # the stored QC record was reused
     assert fake_pipeline.calls("extract_face") == ["p.png"] and fake_pipeline.calls("render_video") == [
         "s.wav"
     ]

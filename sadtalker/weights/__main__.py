@@ -4,9 +4,10 @@
     python -m sadtalker.weights list [--dest DIR] [--no-hash]
     python -m sadtalker.weights synthetic --seed N [--out DIR] [NAME ...]
 
-``fetch`` without names, or with ``all``, fetches the current (non-legacy) files; legacy files are fetched by
-name. ``list`` shows every registry file: present, verified (SHA-256 and size when the registry has them) and
-size. ``synthetic`` is :func:`sadtalker.weights.synthetic.main` (deterministic fake weights for offline runs).
+``fetch`` without names, or with ``all``, fetches the current (non-legacy) SadTalker files; legacy files and
+the QC-only ``syncnet_v2.model`` (LSE-D / LSE-C; alias ``syncnet_v2``) are fetched by name. ``list`` shows
+every registry file: present, verified (SHA-256 and size when the registry has them) and size. ``synthetic``
+is :func:`sadtalker.weights.synthetic.main` (deterministic fake weights for offline runs).
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from pathlib import Path
 from sadtalker.errors import WeightsError
 from sadtalker.weights.download import check_file, fetch
 from sadtalker.weights.registry import REGISTRY, cache_dir
+
+# Fetched by name only (not part of ``all``): the QC's SyncNet file. Short names accepted on the command line.
+_QC_ONLY = ("syncnet_v2.model",)
+_ALIASES = {"syncnet_v2": "syncnet_v2.model", "syncnet": "syncnet_v2.model"}
 
 
 def _fetch_face_alignment(dest: Path | None, progress: bool, retries: int) -> int:
@@ -44,7 +49,8 @@ def _fetch(names: list[str], dest: Path | None, progress: bool, retries: int) ->
     if names == ["face-alignment"]:
         return _fetch_face_alignment(dest, progress, retries)
     if not names or names == ["all"]:
-        names = [name for name, weight in REGISTRY.items() if not weight.legacy]
+        names = [name for name, weight in REGISTRY.items() if not weight.legacy and name not in _QC_ONLY]
+    names = [_ALIASES.get(name, name) for name in names]
     unknown = [name for name in names if name not in REGISTRY]
     if unknown:
         print(f"unknown file(s): {', '.join(unknown)}; known: {', '.join(REGISTRY)}", file=sys.stderr)
@@ -79,7 +85,7 @@ def _list(dest: Path | None, hash_files: bool) -> int:
                     verified = "yes" if check_file(path, weight) else "no hash in registry"
                 except WeightsError:
                     verified, bad = "NO (hash/size)", bad + 1
-        legacy = " (legacy)" if weight.legacy else ""
+        legacy = " (legacy)" if weight.legacy else " (QC)" if name in _QC_ONLY else ""
         print(f"{name + legacy:<42} {'yes' if present else 'no':<8} {verified:<22} {size:>12}")
     return 1 if bad else 0
 
@@ -102,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_fetch.add_argument(
         "names",
         nargs="*",
-        help="file names, 'all' (default: the current SadTalker files) or 'face-alignment'",
+        help="file names, 'all' (default: the current SadTalker files), 'face-alignment' or 'syncnet_v2'",
     )
     p_fetch.add_argument("--dest", type=Path, default=None, help="folder (default: the weights cache)")
     p_fetch.add_argument("--no-progress", action="store_true")

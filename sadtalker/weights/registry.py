@@ -86,6 +86,20 @@ REGISTRY: dict[str, WeightFile] = {
             "facevid2vid_00189-model.pth.tar",
             {"generator": "generator/", "kp_extractor": "kp_detector/", "he_estimator": "he_estimator/"},
         ),
+        # QC only (LSE-D / LSE-C, sadtalker.qc.syncnet), fetched by name. download_model.sh of
+        # joonson/syncnet_python names this URL; no hash or size is published, so the measured SHA-256
+        # is written into every QC record that used the file.
+        WeightFile(
+            name="syncnet_v2.model",
+            urls=("http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model",),
+            sha256=None,
+            size=None,
+            networks={"syncnet": ""},  # a flat state dict: netcnnaud.*, netfcaud.*, netcnnlip.*, netfclip.*
+            licence=(
+                "code MIT (joonson/syncnet_python LICENSE.md, (c) Joon Son Chung); the model file is "
+                "served by Oxford VGG with no licence stated; not redistributed by this project"
+            ),
+        ),
     )
 }
 

@@ -1,0 +1,151 @@
+"""Decode a written video back, as a viewer would: frames streamed through a pipe, audio at 16 kHz mono.
+
+Frames: ``ffmpeg -i VIDEO -f rawvideo -pix_fmt rgb24 -`` read one frame at a time from the pipe, so memory
+stays at one frame (plus the pipe's buffer) whatever the clip's length. ``max_side`` downscales large videos
+inside ffmpeg (area filter) before they cross the pipe. Decoding errors (a truncated file, corrupt
+packets) are collected from ffmpeg's stderr and reported, never raised: QC must describe a broken file.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from sadtalker.video.ffmpeg import ffmpeg_exe
+
+#: stderr lines that mean the file is damaged (ffmpeg still exits 0 for many of them).
+_ERROR_RE = re.compile(
+    r"partial file|invalid data|error while decoding|corrupt|truncat|moov atom not found|"
+    r"missing picture|concealing|decode_slice_header error|no frame!|packet too small|"
+    r"invalid nal|error reading header|end of file",
+    re.IGNORECASE,
+)
+_PIXFMT_RE = re.compile(r"Stream #0:\d+[^:]*: Video: ([\w-]+)[^,]*, ([a-z0-9_]+)")
+
+
+def scaled_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """(w, h) of a ``width × height`` frame downscaled so that its longer side is at most ``max_side``
+    (even numbers, as ffmpeg's scaler prefers; unchanged when already small enough)."""
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+
+
+class _StderrReader:
+    """Drains a pipe in a thread (ffmpeg blocks when its stderr pipe fills), keeping the head and tail."""
+
+    def __init__(self, stream, head: int = 40, tail: int = 40):
+        self.head: list[str] = []
+        self.tail: deque[str] = deque(maxlen=tail)
+        self.errors: list[str] = []
+        self._head_size = head
+        self._thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _run(self, stream) -> None:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip()
+            if len(self.head) < self._head_size:
+                self.head.append(line)
+            else:
+                self.tail.append(line)
+            if _ERROR_RE.search(line) and len(self.errors) < 20:
+                self.errors.append(line.strip())
+        stream.close()
+
+    def join(self, timeout: float = 10.0) -> None:
+        self._thread.join(timeout)
+
+    @property
+    def text(self) -> str:
+        return "\n".join([*self.head, *self.tail])
+
+
+class FrameReader:
+    """Iterate the frames of ``path`` as ``(h, w, 3)`` uint8 RGB arrays (one frame in memory at a time).
+
+    Args:
+        path: the video.
+        width, height: the stream's size (from a probe); frames are scaled to :func:`scaled_size` of it.
+        max_side: downscale so that the longer side is at most this (None: native size).
+
+    After iteration: ``frames`` (decoded), ``returncode``, ``errors`` (stderr lines that say the file is
+    damaged), ``codec`` and ``pix_fmt`` of the stream as ffmpeg reported them.
+    """
+
+    def __init__(self, path: str | Path, width: int, height: int, max_side: int | None = None):
+        self.path = Path(path)
+        self.source_size = (int(width), int(height))
+        self.size = scaled_size(int(width), int(height), max_side)
+        self.frames = 0
+        self.returncode: int | None = None
+        self.errors: list[str] = []
+        self.stderr = ""
+        self.codec: str | None = None
+        self.pix_fmt: str | None = None
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """(sx, sy): decoded pixels per source pixel."""
+        return self.size[0] / self.source_size[0], self.size[1] / self.source_size[1]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        w, h = self.size
+        # Always scale to the probed size: the byte count per frame is then known even for streams with a
+        # rotation matrix (which ffmpeg would otherwise apply and swap w/h). -fps_mode passthrough: no frame
+        # duplicated or dropped to meet a nominal rate, we want the stored frames.
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-i", str(self.path), "-map", "0:v:0"]
+        cmd += ["-vf", f"scale={w}:{h}:flags=area", "-fps_mode", "passthrough"]
+        cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stderr is not None
+        reader = _StderrReader(proc.stderr)
+        size = w * h * 3
+        finished = False
+        try:
+            while True:
+                data = proc.stdout.read(size)
+                if len(data) < size:
+                    finished = True
+                    break
+                self.frames += 1
+                yield np.frombuffer(data, dtype=np.uint8).reshape(h, w, 3)
+        finally:
+            if not finished:
+                proc.kill()  # the consumer stopped early (or raised)
+            proc.stdout.close()
+            self.returncode = proc.wait()
+            reader.join()
+            self.stderr = reader.text
+            self.errors = reader.errors
+            match = _PIXFMT_RE.search(self.stderr)
+            if match:
+                self.codec, self.pix_fmt = match.group(1), match.group(2)
+
+
+def decode_audio(path: str | Path, sample_rate: int = 16_000) -> tuple[np.ndarray | None, str | None]:
+    """The first audio stream of ``path`` as mono float32 at ``sample_rate`` (ffmpeg's resampler; QC needs
+    an energy envelope, not the bit-exact resampling of :func:`sadtalker.audio.load_audio`).
+
+    Returns:
+        ``(samples, None)``, or ``(None, reason)`` when there is no audio stream or it cannot be decoded.
+    """
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0"]
+    cmd += ["-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-acodec", "pcm_f32le", "-"]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    if proc.returncode != 0:
+        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["ffmpeg failed"]
+        if "matches no streams" in tail[0]:
+            return None, "no audio stream"
+        return None, f"audio does not decode: {tail[0]}"
+    samples = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
+    if samples.size == 0:
+        return None, "the audio stream is empty"
+    return samples, None

@@ -1,0 +1,104 @@
+"""Motion metrics from the clip's ``(T, 70)`` coefficients (expression 0:64 | yaw, pitch, roll 64:67 in
+radians | translation 67:70), one row per video frame (25 fps).
+
+* ``pose_std_deg``: head-pose diversity, the standard deviation over time of yaw, pitch and roll in
+  degrees, averaged over the three angles. A still head (0) looks dead; SadTalker's PoseVAE gives a few
+  degrees.
+* ``beat_align``: the Beat Align Score of Bailando (Siyao et al., CVPR 2022), as its code computes it:
+  motion beats are the local minima of the Gaussian-smoothed velocity, here of the head pose in degrees
+  per frame; audio beats come from librosa's beat tracker on the onset strength of the speech (hop = one
+  video frame; its onsets when it tracks no beat); ``BAS = mean over audio beats b of
+  exp(-min_m (b - m)² / (2 sigma²))``. Bailando's constants are frames of its 60 fps motion (smoothing
+  sigma 5, score sigma 3, i.e. ``/ 2 / 9``); they are converted to the same *times* at the clip's rate
+  (83 ms and 50 ms: 2.08 and 1.25 frames at 25 fps). Taken literally as 25 fps frames, the smoothing
+  would erase any head motion faster than ~1 s. 1 = every audio beat has a motion beat on it.
+* ``expression_speech_corr``: the Pearson correlation, over frames, of the expression energy (distance of
+  the 64 expression coefficients from their mean over the quietest 20 % of frames, i.e. from the face at
+  rest) with the speech RMS of the same frame. Speech moves the face: a healthy clip correlates
+  positively.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+POSE = slice(64, 67)
+EXPRESSION = slice(0, 64)
+BAILANDO_FPS = 60.0
+BA_SIGMA_S = 3.0 / BAILANDO_FPS  # Bailando: exp(-d² / 2 / 9) in 60 fps frames
+VELOCITY_SMOOTHING_S = 5.0 / BAILANDO_FPS  # Bailando: gaussian_filter(kinetic_vel, 5) in 60 fps frames
+QUIET_SHARE = 0.2
+
+
+def _check(coefficients: np.ndarray) -> np.ndarray:
+    array = np.asarray(coefficients, dtype=np.float64)
+    if array.ndim != 2 or array.shape[1] < 70:
+        raise ValueError(f"coefficients must be (T, >=70), got {array.shape}")
+    return array
+
+
+def pose_std_deg(coefficients: np.ndarray) -> float:
+    """Mean over yaw / pitch / roll of their standard deviation over time, in degrees."""
+    angles = np.degrees(_check(coefficients)[:, POSE])
+    return float(angles.std(axis=0).mean())
+
+
+def motion_beats(coefficients: np.ndarray, fps: float = 25.0) -> np.ndarray:
+    """Frame indices of the local minima of the smoothed head-pose speed (degrees per frame)."""
+    from scipy.ndimage import gaussian_filter1d
+    from scipy.signal import argrelextrema
+
+    angles = np.degrees(_check(coefficients)[:, POSE])
+    if len(angles) < 3:
+        return np.zeros(0, dtype=int)
+    speed = np.linalg.norm(np.diff(angles, axis=0), axis=1)
+    speed = gaussian_filter1d(speed, VELOCITY_SMOOTHING_S * fps)
+    return argrelextrema(speed, np.less)[0]
+
+
+def audio_beats(audio: np.ndarray, fps: float = 25.0, sample_rate: int = 16_000) -> np.ndarray:
+    """Frame indices (one frame = ``1/fps`` s) of the beats librosa tracks in ``audio``; its onsets when the
+    beat tracker finds none (short clips)."""
+    import librosa
+
+    y = np.asarray(audio, dtype=np.float32)
+    hop = int(round(sample_rate / fps))
+    strength = librosa.onset.onset_strength(y=y, sr=sample_rate, hop_length=hop)
+    _, beats = librosa.beat.beat_track(onset_envelope=strength, sr=sample_rate, hop_length=hop)
+    beats = np.asarray(beats, dtype=int)
+    if beats.size == 0:
+        beats = np.asarray(
+            librosa.onset.onset_detect(onset_envelope=strength, sr=sample_rate, hop_length=hop), dtype=int
+        )
+    return beats
+
+
+def beat_align_score(beats: np.ndarray, motion: np.ndarray, fps: float = 25.0) -> float | None:
+    """Bailando's BA: the mean over audio ``beats`` b of ``exp(-min_m (b - m)² / (2 sigma²))``, m over
+    the ``motion`` beats; None without beats."""
+    beats = np.asarray(beats, dtype=np.float64)
+    motion = np.asarray(motion, dtype=np.float64)
+    if beats.size == 0 or motion.size == 0:
+        return None
+    sigma = BA_SIGMA_S * fps
+    nearest = np.min((beats[:, None] - motion[None, :]) ** 2, axis=1)
+    return float(np.mean(np.exp(-nearest / (2 * sigma * sigma))))
+
+
+def expression_energy(coefficients: np.ndarray, speech: np.ndarray) -> np.ndarray:
+    """Per frame, the distance of the expression from the face at rest (mean over the quietest frames)."""
+    expression = _check(coefficients)[:, EXPRESSION]
+    speech = np.asarray(speech, dtype=np.float64)[: len(expression)]
+    expression = expression[: len(speech)]
+    quiet = np.argsort(speech, kind="stable")[: max(1, int(round(QUIET_SHARE * len(speech))))]
+    rest = expression[quiet].mean(axis=0)
+    return np.linalg.norm(expression - rest, axis=1)
+
+
+def expression_speech_corr(coefficients: np.ndarray, speech: np.ndarray) -> float | None:
+    """Pearson correlation of :func:`expression_energy` with the per-frame speech RMS ``speech``."""
+    energy = expression_energy(coefficients, speech)
+    speech = np.asarray(speech, dtype=np.float64)[: len(energy)]
+    if len(energy) < 3 or energy.std() < 1e-9 or speech.std() < 1e-9:
+        return None
+    return float(np.corrcoef(energy, speech)[0, 1])
