@@ -95,6 +95,9 @@ def write_qc_table(
     (every threshold the batch used, JSON). Returns the number of rows."""
     checked = [r for r in rows if r.get("qc_verdict") is not None]
     metric_names = sorted({name for r in checked for name in (r.get("_qc_metrics") or {})})
+    # A metric measured on the file (width, height, ...) takes the name over the render record's column of
+    # the same name: a Parquet file with two columns of one name cannot be read back by pandas.
+    leading = [c for c in leading if c not in metric_names]
     overrides = json.dumps(thresholds, sort_keys=True)
     fields = [schema.field(c) if c in schema.names else pa.field(c, pa.string()) for c in leading]
     table_rows = []

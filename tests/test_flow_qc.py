@@ -142,3 +142,26 @@ def test_artifacts_carry_rounded_qc_figures_the_worst_items_and_a_report_link(
     assert "## Worst items" in summary_md and "| offsync | failed | fail |" in summary_md
     # Prefect stores a link artifact as the markdown link it shows: [text](uri)
     assert re.fullmatch(rf"\[QC report [^\]]+\]\(file://\S+/{summary.batch_id}/report\.html\)", link), link
+
+
+def test_qc_table_metric_names_that_match_result_columns_give_one_readable_column(tmp_path: Path) -> None:
+    """The real QC measures ``width`` and ``height`` on the file, which are also result columns: the table
+    must still have unique column names (pandas refuses a Parquet file with duplicates)."""
+    import pyarrow as pa
+
+    from flows.publish import write_qc_table
+
+    schema = pa.schema([("id", pa.string()), ("width", pa.int64()), ("qc_verdict", pa.string())])
+    rows = [
+        {
+            "id": "a",
+            "width": 256,
+            "qc_verdict": "pass",
+            "_qc_metrics": {"width": 254.0, "width__verdict": "info", "fps": 25.0, "fps__verdict": "info"},
+        }
+    ]
+    uri = str(tmp_path / "qc.parquet")
+    assert write_qc_table(uri, rows, ("id", "width", "qc_verdict"), schema, {}) == 1
+    table = pd.read_parquet(uri)
+    assert table.columns.is_unique and table.loc[0, "width"] == 254.0  # measured on the file
+    assert list(table.columns[:2]) == ["id", "qc_verdict"]
