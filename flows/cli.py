@@ -1,20 +1,25 @@
 """The ``sadtalker-batch`` command (also ``python -m flows.cli``).
 
 ```
-run MANIFEST --output PREFIX [--cache C] [--batch-id ID] [--strict] [--force]
+run MANIFEST --output PREFIX [--cache C] [--batch-id ID] [--strict] [--force] [--window N]
     [--runner threads|dask] [--dask-address tcp://host:8786] [--workers N] [--device auto|cpu|cuda]
-    [--qc-threshold METRIC.warn|fail=VALUE ...] [--no-report]
+    [--qc-threshold METRIC.warn|fail=VALUE ...] [--no-report] [--allow-prefix PREFIX ... | --allow-any-path]
 submit MANIFEST --output PREFIX [--deployment FLOW/DEPLOYMENT] [--wait] [--qc-threshold ...]
-validate MANIFEST [--no-check-files]
+    [--allow-prefix PREFIX ... | --allow-any-path]
+validate MANIFEST [--no-check-files] [--allow-prefix PREFIX ... | --allow-any-path]
 results OUTPUT/BATCH_ID [--failed] [--qc]   (or the path of a results.parquet)
 report OUTPUT/BATCH_ID | --index OUTPUT
 build-manifest SOURCE -o OUT.parquet [--set KEY=VALUE ...]
 render ... / weights ... / qc ...  (forwarded to the model-only ``sadtalker`` command)
 ```
 
+Rows may name files only under the allowed input prefixes: by default the manifest's own folder tree;
+``--allow-prefix`` (repeatable) replaces it, ``--allow-any-path`` lifts it (one-machine use only).
+
 Exit codes: 0 every row succeeded (or the manifest is valid); 1 some rows failed, QC failures included
 (invalid manifest for ``validate``; a failed flow run for ``submit --wait``); 2 the batch could not run
-(unreadable manifest, ``--strict`` with problems, bad arguments).
+(unreadable manifest, ``--strict`` with problems, bad arguments); 3 (``run``) the batch ran but its results
+were not all written (storage down at the end): the message says what the results journal saved.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 
 import flows  # noqa: F401  (offline Prefect settings before Prefect is imported)
 from sadtalker import storage
-from sadtalker.cli import add_weights_policy_argument
+from sadtalker.cli import add_timeout_argument, add_weights_policy_argument
 
 __all__ = ["main"]
 
@@ -75,6 +80,8 @@ def _thresholds(values: Sequence[str]) -> dict[str, dict[str, float]] | None:
 
 
 def _run(argv: Sequence[str], prog: str) -> int:
+    from manifests.validate import add_allowed_prefix_arguments, allowed_prefixes_from_args
+
     parser = argparse.ArgumentParser(prog=f"{prog} run", description="Render one video per manifest row.")
     parser.add_argument("manifest", help="Parquet manifest (path or fsspec URL: file://, s3://, ...)")
     parser.add_argument(
@@ -91,18 +98,25 @@ def _run(argv: Sequence[str], prog: str) -> int:
         "--dask-address", help="scheduler of an existing Dask cluster (implies --runner dask)"
     )
     parser.add_argument("--workers", type=int, help="rows in flight (threads) or Dask worker processes")
+    parser.add_argument(
+        "--window", type=int, help="at most this many rows submitted at once (default: 2 per worker)"
+    )
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:<i>")
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     parser.add_argument("--no-check-files", action="store_true", help="do not check that inputs exist first")
     parser.add_argument("--no-report", action="store_true", help="do not write report.html / index.html")
     _threshold_arguments(parser)
     add_weights_policy_argument(parser)
+    add_allowed_prefix_arguments(parser)
+    add_timeout_argument(parser)
     args = parser.parse_args(argv)
 
-    from flows.render_batch import render_batch
+    from flows.render_batch import ResultsNotSavedError, render_batch
+    from sadtalker.timeouts import StageTimeouts
 
     try:
         thresholds = _thresholds(args.qc_threshold)
+        timeouts = StageTimeouts.parse_items(args.timeout) or None  # a bad name: exit 2, before any work
     except ValueError as exc:
         parser.error(str(exc))
     try:
@@ -116,13 +130,21 @@ def _run(argv: Sequence[str], prog: str) -> int:
             runner="dask" if args.dask_address else args.runner,
             dask_address=args.dask_address,
             workers=args.workers,
+            window=args.window,
             device=args.device,
             dtype=args.dtype,
             check_files=not args.no_check_files,
             qc_thresholds=thresholds,
             report=not args.no_report,
             weights=args.weights,
+            allowed_prefixes=allowed_prefixes_from_args(args),
+            timeouts=timeouts,
         )
+    except ResultsNotSavedError as exc:  # it ran: say what is saved (the journal) and what is not
+        if exc.summary is not None:
+            _print_counts(exc.summary)
+        print(f"error: the batch ran, but its results were not all written: {exc}", file=sys.stderr)
+        return 3
     except Exception as exc:
         print(
             f"error: the batch did not run: {storage.redact(f'{type(exc).__name__}: {exc}')}", file=sys.stderr
@@ -132,12 +154,18 @@ def _run(argv: Sequence[str], prog: str) -> int:
     return 0 if summary.ok else 1
 
 
-def _print_summary(summary: Any) -> None:
+def _print_counts(summary: Any) -> None:
+    resumed = getattr(summary, "resumed", 0)
     print(
         f"\nbatch {summary.batch_id}: {summary.succeeded}/{summary.total} succeeded, {summary.failed} failed "
-        f"({summary.qc_fail} failed QC, {summary.invalid} invalid in the manifest), {summary.reused} reused, "
-        f"{summary.seconds:.1f} s"
+        f"({summary.qc_fail} failed QC, {summary.invalid} invalid in the manifest), {summary.reused} reused"
+        + (f" ({resumed} taken from the results journal of an earlier run)" if resumed else "")
+        + f", {summary.seconds:.1f} s"
     )
+
+
+def _print_summary(summary: Any) -> None:
+    _print_counts(summary)
     print(f"QC: {summary.qc_pass} pass, {summary.qc_warn} warn, {summary.qc_fail} fail")
     for row_id, stage, error in summary.failures:
         print(f"  FAILED {row_id} at {stage}: {error}")
@@ -156,7 +184,32 @@ def _read_results(target: str) -> Any:
     import pandas as pd
 
     uri = target if target.endswith(".parquet") else storage.join(target, "results.parquet")
+    if not target.endswith(".parquet") and not storage.exists(uri):
+        journaled = _read_journal(target)
+        if journaled is not None:
+            return journaled
     return pd.read_parquet(io.BytesIO(storage.read_bytes(uri)), dtype_backend="numpy_nullable"), uri
+
+
+def _read_journal(batch: str) -> Any:
+    """(results so far, journal URI) from the batch's results journal, when its run did not write
+    ``results.parquet`` (killed, or its storage failed at the end); None without a journal."""
+    from flows.journal import FINGERPRINT, QC_METRICS, read_journal
+    from flows.render_batch import RESULT_SCHEMA
+    from sadtalker.paths import BatchPaths
+
+    norm = storage.normalize(batch).rstrip("/")
+    paths = BatchPaths.create(storage.parent(norm), norm.rsplit("/", 1)[-1])
+    table = read_journal(paths, RESULT_SCHEMA)
+    if table is None:
+        return None
+    print(
+        f"note: {storage.redact(paths.results)} is not there (its run did not finish); these are the "
+        f"{table.num_rows} rows its results journal holds (rerun the batch to write results.parquet)",
+        file=sys.stderr,
+    )
+    frame = table.drop_columns([c for c in (FINGERPRINT, QC_METRICS) if c in table.column_names])
+    return frame.to_pandas().convert_dtypes(), paths.journal
 
 
 def _results(argv: Sequence[str], prog: str) -> int:
@@ -253,8 +306,9 @@ commands:
                   render one video per manifest row (exit 1 when a row failed)
   submit MANIFEST --output PREFIX [--deployment FLOW/NAME] [--wait] [--qc-threshold M.L=V ...]
                   validate locally, then run the batch on a shared Prefect server's deployment
-  validate MANIFEST [--no-check-files]
-                  report every problem of every row (exit 1 when there is one)
+  validate MANIFEST [--no-check-files] [--allow-prefix PREFIX ... | --allow-any-path]
+                  report every problem of every row (exit 1 when there is one); rows may name files
+                  only under the allowed prefixes (default: the manifest's own folder tree)
   results OUTPUT/BATCH_ID [--failed] [--qc] [--all-columns]
                   show a batch's results table (--qc: its QC figures)
   report OUTPUT/BATCH_ID | --index OUTPUT

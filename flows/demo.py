@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from flows.cli import main as cli_main
     from flows.render_batch import render_batch
-    from manifests import EXAMPLE_MANIFEST
+    from manifests import EXAMPLE_ALLOWED_PREFIXES, EXAMPLE_MANIFEST
     from sadtalker.models import Models
 
     # The demo must work on a fresh clone, where the official files cannot be there: it runs under the
@@ -69,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         force=args.force,
         device=args.device,
         weights=DEMO_WEIGHTS,
+        allowed_prefixes=list(EXAMPLE_ALLOWED_PREFIXES),  # its folder and tests/data (the portrait)
     )
     wall = time.perf_counter() - start
     print()

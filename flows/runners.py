@@ -16,12 +16,22 @@ from typing import Literal
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-__all__ = ["DEFAULT_WORKERS", "RunnerName", "STAGES_PER_ROW", "make_task_runner"]
+__all__ = [
+    "DEFAULT_WORKERS",
+    "RunnerName",
+    "STAGES_PER_ROW",
+    "WINDOW_PER_WORKER",
+    "default_window",
+    "make_task_runner",
+]
 
 RunnerName = Literal["threads", "dask"]
 #: Tasks per row (face, coefficients, render, QC): threads a row in flight can hold.
 STAGES_PER_ROW = 4
 DEFAULT_WORKERS: dict[str, int] = {"threads": 2, "dask": 2}
+#: Rows submitted at once per worker (``render_batch``'s default window): one running, one queued behind it,
+#: so a worker never idles between rows and a row's QC overlaps the next row's render.
+WINDOW_PER_WORKER = 2
 
 
 def make_task_runner(
@@ -54,3 +64,16 @@ def make_task_runner(
             },
         )
     raise ValueError(f"unknown runner {runner!r}: use 'threads' or 'dask'")
+
+
+def default_window(runner: RunnerName, workers: int | None, task_runner: TaskRunner | None = None) -> int:
+    """Rows ``render_batch`` keeps submitted at once when its ``window`` is not given:
+    :data:`WINDOW_PER_WORKER` per worker (``workers``, else, on an existing Dask cluster, its worker
+    threads, else :data:`DEFAULT_WORKERS`)."""
+    slots = workers
+    if slots is None and runner == "dask" and task_runner is not None:
+        try:  # an existing cluster: as many slots as its workers have threads
+            slots = sum(task_runner._client.nthreads().values()) or None  # type: ignore[attr-defined]
+        except Exception:  # not started, or no client: the default below
+            slots = None
+    return WINDOW_PER_WORKER * (slots or DEFAULT_WORKERS.get(runner, 2))

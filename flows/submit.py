@@ -1,7 +1,9 @@
 """``sadtalker-batch submit``: a reviewer's loop on a shared Prefect server: submit -> watch -> review.
 
 1. The manifest is validated here, every problem at once, before anything is sent (nothing is sent while a
-   problem remains, unless ``--allow-invalid``: then the invalid rows fail alone in the batch).
+   problem remains, unless ``--allow-invalid``: then the invalid rows fail alone in the batch). The allowed
+   input prefixes are those the run will use: ``--allow-prefix`` / ``--allow-any-path`` (sent with the
+   run), else the deployment's ``allowed_prefixes`` parameter, else the default, the manifest's own tree.
 2. A flow run of the deployment (default ``render-batch/render-batch``, from ``prefect.yaml``) is created
    with the manifest, the output prefix, the batch id computed here and the QC thresholds.
 3. The flow run's page in the Prefect UI is printed; with ``--wait`` its state is followed until it ends,
@@ -40,6 +42,7 @@ def flow_run_url(flow_run_id: Any) -> str:
 
 def _parser(prog: str) -> argparse.ArgumentParser:
     from flows.cli import _threshold_arguments
+    from manifests.validate import add_allowed_prefix_arguments
 
     parser = argparse.ArgumentParser(
         prog=f"{prog} submit",
@@ -62,7 +65,19 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--allow-invalid", action="store_true", help="send even when rows are invalid")
     parser.add_argument("--no-check-files", action="store_true", help="do not check that inputs exist")
     _threshold_arguments(parser)
+    add_allowed_prefix_arguments(parser)
     return parser
+
+
+def _deployment_prefixes(name: str) -> list[str] | None:
+    """The deployment's ``allowed_prefixes`` parameter (None when it does not set one)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        prefixes = (client.read_deployment_by_name(name).parameters or {}).get("allowed_prefixes")
+    if prefixes is None or isinstance(prefixes, str):
+        return None if prefixes is None else [prefixes]
+    return [str(p) for p in prefixes]
 
 
 def submit(argv: Sequence[str], prog: str = "sadtalker-batch") -> int:
@@ -71,7 +86,7 @@ def submit(argv: Sequence[str], prog: str = "sadtalker-batch") -> int:
     parser = _parser(prog)
     args = parser.parse_args(argv)
     from flows.cli import _thresholds
-    from manifests.validate import validate_manifest
+    from manifests.validate import allowed_prefixes_from_args, validate_manifest
     from sadtalker.paths import BatchPaths, batch_id_for
 
     try:
@@ -79,12 +94,21 @@ def submit(argv: Sequence[str], prog: str = "sadtalker-batch") -> int:
     except ValueError as exc:
         parser.error(str(exc))
     manifest, output = storage.normalize(args.manifest), storage.normalize(args.output)
+    prefixes = allowed_prefixes_from_args(args)
+    explicit = prefixes is not None
+    if not explicit:  # validate with the prefixes the run will use: the deployment's
+        try:
+            prefixes = _deployment_prefixes(args.deployment)
+        except Exception as exc:
+            print(f"error: cannot read {args.deployment}: {storage.redact(str(exc))}", file=sys.stderr)
+            return 2
     try:
-        report = validate_manifest(manifest, check_files=not args.no_check_files)
+        report = validate_manifest(manifest, check_files=not args.no_check_files, allowed_prefixes=prefixes)
     except Exception as exc:
         print(f"error: cannot read the manifest: {storage.redact(str(exc))}", file=sys.stderr)
         return 2
     print(f"{storage.redact(manifest)}: {report.num_rows} rows, {len(report.invalid)} invalid")
+    print(f"allowed input prefixes: {storage.redact(', '.join(report.allowed_prefixes))}")
     if report.problems:
         print(report.format_problems(limit=1000))
         if not args.allow_invalid:
@@ -98,6 +122,7 @@ def submit(argv: Sequence[str], prog: str = "sadtalker-batch") -> int:
         ("device", args.device),
         ("weights", args.weights),
         ("qc_thresholds", thresholds),
+        ("allowed_prefixes", prefixes if explicit else None),
     ):
         if value:
             parameters[name] = value

@@ -9,8 +9,15 @@ from manifests.validate import InvalidRow, ManifestError, Problem, ValidationRep
 
 #: The bundled example manifest (over the project's own sample data).
 EXAMPLE_MANIFEST: Path = Path(__file__).resolve().parent / "example" / "manifest.parquet"
+#: Where the example's rows point (its speech beside it, the portrait in the project's tests/data): the
+#: allowed input prefixes to run it with (``--allow-prefix``; the default would be its folder only).
+EXAMPLE_ALLOWED_PREFIXES: tuple[str, ...] = (
+    str(EXAMPLE_MANIFEST.parent),
+    str(EXAMPLE_MANIFEST.parents[2] / "tests" / "data"),
+)
 
 __all__ = [
+    "EXAMPLE_ALLOWED_PREFIXES",
     "EXAMPLE_MANIFEST",
     "InvalidRow",
     "ManifestError",

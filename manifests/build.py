@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from manifests.schema import URI_COLUMNS, ManifestRow, column_kind
-from manifests.validate import ValidationReport, validate_records
+from manifests.validate import ANY_PATH, ValidationReport, validate_records
 from sadtalker import storage
 
 __all__ = [
@@ -168,10 +168,16 @@ def write_manifest(
     """Validate ``records`` (references relative to ``out``'s folder) and write them to Parquet ``out``.
 
     Columns get their manifest types; only the columns present in some row are written (the others keep
-    their defaults). Raises :class:`ManifestBuildError` with every problem instead of writing.
+    their defaults). Raises :class:`ManifestBuildError` with every problem instead of writing. Files
+    anywhere may be named: the allowed input prefixes are checked where a manifest is read to be run
+    (``validate``, ``run``, ``submit``), against the prefixes of that run.
     """
     report = validate_records(
-        records, base=storage.parent(out), manifest=storage.normalize(out), check_files=check_files
+        records,
+        base=storage.parent(out),
+        manifest=storage.normalize(out),
+        check_files=check_files,
+        allowed_prefixes=[ANY_PATH],
     )
     if report.problems:
         raise ManifestBuildError(report)

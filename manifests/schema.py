@@ -12,7 +12,7 @@ import dataclasses
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sadtalker.options import RenderOptions
 
@@ -67,6 +67,19 @@ class ManifestRow(BaseModel):
     input_roll: Angles | None = Field(None, description="Free-view roll keyframes in degrees, each -90..90.")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the row's blink and pose noise.")
     batch_size: int = Field(2, ge=1, le=64, description="Frames per generator batch (memory vs speed).")
+    enhancer: Literal["none", "gfpgan"] = Field(
+        "none",
+        description="Face restoration of every rendered frame: none, or gfpgan (GFPGAN v1.4; needs "
+        "GFPGANv1.4.pth with official weights; several times the render's time per frame).",
+    )
+
+    @field_validator("pose_style", "seed", "batch_size", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        # pydantic's lax mode reads True as 1: a boolean column would render pose style 1 without a word.
+        if type(value).__name__ in ("bool", "bool_"):
+            raise ValueError(f"Input should be a valid integer, not a boolean ({value!r})")
+        return value
 
     def to_options(self, **overrides: Any) -> RenderOptions:
         """The row's :class:`RenderOptions`; ``overrides`` set worker fields (``device``, ``dtype``) and

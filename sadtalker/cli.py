@@ -27,8 +27,9 @@ _HELP = {
     "still": "keep the source head pose (less head motion)",
     "pose_style": "head-motion style, 0-45",
     "expression_scale": "multiply the expression coefficients (1 = as predicted)",
-    "ref_eyeblink": "reference coefficients (.npz with coeff_3dmm / .npy) whose expression drives the eyes",
-    "ref_pose": "reference coefficients whose head motion is added",
+    "ref_eyeblink": "reference video, or coefficients (.npz with coeff_3dmm / .npy), whose expression "
+    "drives the eyes (any fsspec URI; told apart by content)",
+    "ref_pose": "reference video or coefficients whose head motion is added (any fsspec URI)",
     "input_yaw": "free-view yaw angles in degrees, interpolated over the clip",
     "input_pitch": "free-view pitch angles in degrees",
     "input_roll": "free-view roll angles in degrees",
@@ -36,6 +37,8 @@ _HELP = {
     "batch_size": "frames rendered at once",
     "device": "cpu, cuda or cuda:N",
     "dtype": "renderer precision (float16/bfloat16 only on a GPU)",
+    "enhancer": "face restoration of each rendered frame: none, or gfpgan (GFPGAN v1.4; needs "
+    "`sadtalker weights fetch gfpgan` for official renders; slow on a CPU)",
 }
 
 
@@ -86,28 +89,40 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 
 def _render(args: argparse.Namespace) -> int:
+    from sadtalker import storage
     from sadtalker.errors import SadTalkerError
     from sadtalker.models import Models, check_weights
     from sadtalker.pipeline import render_pair
     from sadtalker.qc import resolve_thresholds
+    from sadtalker.timeouts import StageTimeouts
 
     try:
         options = options_from_args(args)
         resolve_thresholds(args.threshold)  # a bad override fails before minutes of rendering
+        timeouts = StageTimeouts.parse(args.timeout)
         # Under `official`, missing files stop here with the fetch command, before any work.
-        checked = check_weights(args.weights, (options.size,), (options.preprocess,))
+        checked = check_weights(
+            args.weights, (options.size,), (options.preprocess,), enhancers=(options.enhancer,)
+        )
         for warning in checked.warnings:
             print(f"WARNING: weights: {warning}", file=sys.stderr)
         models = Models.shared(checked.policy)
-        result = render_pair(
-            args.image,
-            args.audio,
-            args.out,
-            options,
-            models=models,
-            progress=not args.quiet,
-            thresholds=args.threshold,
-        )
+        with storage.scratch_dir("sadtalker-refs-") as scratch:
+            # reference videos / coefficients may be any fsspec URI: remote ones are downloaded first
+            local_refs = {
+                name: str(storage.localize(uri, scratch)) if uri and not storage.is_local(uri) else uri
+                for name, uri in (("ref_eyeblink", options.ref_eyeblink), ("ref_pose", options.ref_pose))
+            }
+            result = render_pair(
+                args.image,
+                args.audio,
+                args.out,
+                dataclasses.replace(options, **local_refs),
+                models=models,
+                progress=not args.quiet,
+                thresholds=args.threshold,
+                timeouts=timeouts,
+            )
     except (SadTalkerError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -164,6 +179,20 @@ def add_weights_policy_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_timeout_argument(parser: argparse.ArgumentParser) -> None:
+    """``--timeout NAME=SECONDS`` (repeatable; both command lines use this one definition)."""
+    from sadtalker.timeouts import StageTimeouts
+
+    defaults = ", ".join(f"{k}={v:g}" for k, v in StageTimeouts().to_dict().items())
+    parser.add_argument(
+        "--timeout",
+        action="append",
+        default=[],
+        metavar="NAME=SECONDS",
+        help=f"override a stage's time limit (repeatable), e.g. render_per_frame_s=30; defaults: {defaults}",
+    )
+
+
 def _add_threshold_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threshold",
@@ -178,12 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sadtalker", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     render = sub.add_parser("render", help="photo + speech -> talking-head mp4")
-    render.add_argument("--image", required=True, help="portrait (PNG, JPEG, WebP, BMP)")
+    render.add_argument(
+        "--image", required=True, help="portrait (PNG, JPEG, WebP, BMP), or a video: its first frame"
+    )
     render.add_argument("--audio", required=True, help="speech (wav, flac, ogg, mp3, m4a, ...)")
     render.add_argument("--out", required=True, help="output .mp4")
     render.add_argument("--quiet", action="store_true", help="no progress bar")
     add_weights_policy_argument(render)
     _add_threshold_argument(render)
+    add_timeout_argument(render)
     add_option_arguments(render)
     render.set_defaults(func=_render)
     qc = sub.add_parser(

@@ -35,6 +35,29 @@ class NoFaceError(InputError):
     """No usable face in the photo (none found, or too small to animate)."""
 
 
+class ReferenceVideoError(InputError):
+    """A reference video (``ref_eyeblink`` / ``ref_pose``) that cannot be decoded: corrupt, truncated,
+    empty, or without a video stream. (A video without any usable face raises :class:`NoFaceError`.)"""
+
+
+class StageTimeout(SadTalkerError):
+    """A stage (face, coeffs, render, qc) ran past its time limit (``sadtalker.timeouts``): whatever it was
+    waiting for (ffmpeg, the renderer) was stopped and its processes killed.
+
+    Not transient: a limit is generous by design, so a stage that used it all is stuck on this input (a
+    file that makes ffmpeg hang, a clip longer than its budget); retrying would hold the batch three more
+    times as long. Network stalls are bounded below it, by the storage read / connect timeouts, and those
+    are retried."""
+
+    def __init__(self, message: str, stage: str | None = None, limit_s: float | None = None):
+        self.stage = stage
+        self.limit_s = limit_s
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.stage, self.limit_s))
+
+
 class WeightsError(SadTalkerError):
     """A checkpoint is missing, corrupt, has the wrong hash or the wrong layout."""
 

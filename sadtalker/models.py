@@ -226,7 +226,17 @@ def _choose_synthetic(
     return bool(missing), missing
 
 
+_WARNED: set[tuple] = set()
+_WARNED_LOCK = threading.Lock()
+
+
 def _warn_synthetic(size: int, missing: tuple[str, ...], folder: Path, policy: str) -> None:
+    # Once per process and situation: every resolution of the same sets would repeat the same paragraph
+    # (the flow's check, then each family's Models), burying it instead of making it loud.
+    with _WARNED_LOCK:
+        if (size, missing, str(folder), policy) in _WARNED:
+            return
+        _WARNED.add((size, missing, str(folder), policy))
     if policy == "synthetic":
         log.warning("%s (weights policy 'synthetic')", SYNTHETIC_WARNING)
         return
@@ -360,26 +370,40 @@ class Models:
         """:attr:`WeightSet.label` of the configuration, e.g. ``official:c211f5d6de00+62a1e06006cc``."""
         return self.weights(size, preprocess).label
 
-    def check_weights(self, sizes: Iterable[int], preprocesses: Iterable[str]) -> WeightReport:
-        """Resolve and verify every configuration's set before any row work (no network is loaded).
+    def check_weights(
+        self, sizes: Iterable[int], preprocesses: Iterable[str], enhancers: Iterable[str] = ()
+    ) -> WeightReport:
+        """Resolve and verify every configuration's set before any row work (no network is loaded), and
+        the file of each face enhancer the batch uses (``gfpgan``; ``none`` needs nothing).
 
         Raises:
             WeightsError: under ``official``, one error naming every missing file of every configuration and
-                the command that fetches them all; a present official file with a wrong hash (any policy).
+                the command that fetches them all; a present official file with a wrong hash (any policy);
+                an official configuration whose enhancer file is missing.
         """
+        from sadtalker.enhance.weights import enhancer_file
+
         sizes = sorted(set(sizes))
         families = sorted({family(p) for p in preprocesses})
+        enhancers = sorted(set(enhancers) - {"none"})
         folder = self._folder
         if self.weights_policy == "official":
-            missing = [
-                item.name
-                for size in sizes
-                for item in (sadtalker_file(size), *(mapping_file(f) for f in families))
-                if not (folder / item.name).is_file()
+            needed = [
+                *(
+                    item
+                    for size in sizes
+                    for item in (sadtalker_file(size), *(mapping_file(f) for f in families))
+                ),
+                *(enhancer_file(name) for name in enhancers if sizes),
             ]
+            missing = list(dict.fromkeys(item.name for item in needed if not (folder / item.name).is_file()))
             if missing:
                 raise _missing_error(missing, folder, self.weights_policy)
         sets = {f"{size}/{fam}": self.weights(size, fam) for size in sizes for fam in families}
+        for name in enhancers:  # verified (hash) now; an official render never takes a synthetic enhancer
+            for size in sizes:
+                for fam in families:
+                    self.enhancer_weights(name, size, fam)
         missing = tuple(dict.fromkeys(name for ws in sets.values() for name in ws.missing))
         warnings = []
         if missing:
@@ -468,12 +492,34 @@ class Models:
         """The 3DMM regressor in eval mode on the CPU."""
         return self._networks(size).recon
 
+    def landmarker_identity(self) -> dict[str, str]:
+        """``{"backend": "face-alignment" | "dlib", "weights": SHA-256 over its files}`` of the landmarker
+        this instance uses (:func:`sadtalker.face.landmarks.landmarker_identity`): decided (``auto``) and
+        hashed once per process, without building the backend. Face cache keys include it, so a worker that
+        fell back to dlib never reuses (or overwrites) the faces face-alignment found, nor the reverse."""
+        from sadtalker.face.landmarks import landmarker_identity
+
+        identity = self._get(
+            ("landmarker_identity", self.landmarker_name), lambda: landmarker_identity(self.landmarker_name)
+        )
+        return dict(identity)
+
     def landmarker(self):
         """The face detector + 68-landmark backend (``auto``: face-alignment when its weights are cached,
-        else the offline dlib backend)."""
+        else the offline dlib backend): the one :meth:`landmarker_identity` names, checked to be it."""
         from sadtalker.face.landmarks import make_landmarker
 
-        return self._get(("landmarker", self.landmarker_name), lambda: make_landmarker(self.landmarker_name))
+        def build():
+            identity = self.landmarker_identity()
+            backend = make_landmarker(identity["backend"])
+            if backend.identity != identity:
+                raise WeightsError(
+                    f"landmark weights changed during the process: {identity} was decided, but the "
+                    f"{backend.name} backend loaded {backend.identity}; restart the worker"
+                )
+            return backend
+
+        return self._get(("landmarker", self.landmarker_name), build)
 
     def animator(self, size: int, preprocess: str, device: str = "cpu", dtype: str = "float32"):
         """The face renderer engine (mapping net + keypoint detector + generator) on ``device``.
@@ -504,6 +550,36 @@ class Models:
 
         return self._get(("animator", size, family(preprocess), device, dtype), build)
 
+    def enhancer_weights(self, name: str, size: int, preprocess: str):
+        """The file the face enhancer ``name`` (``gfpgan``) loads for renders of this configuration: official
+        when the configuration's set is official (then it must be present, with its SHA-256), synthetic when
+        the set is synthetic: one render never mixes the two (:mod:`sadtalker.enhance.weights`).
+
+        Raises:
+            WeightsError: the render is official and the enhancer's file is missing or has a wrong hash.
+        """
+        from sadtalker.enhance.weights import resolve_enhancer_weights
+
+        weight_set = self.weights(size, preprocess)
+
+        def resolve():
+            with self._resolve_lock:
+                return resolve_enhancer_weights(name, self._folder, weight_set.synthetic, SYNTHETIC_SEED)
+
+        return self._get(("enhancer_weights", name, weight_set.synthetic), resolve)
+
+    def enhancer(self, name: str, size: int, preprocess: str, device: str = "cpu"):
+        """The face enhancer ``name`` in eval mode on ``device`` (float32), loaded once per process and
+        device; None for ``none``."""
+        if name == "none":
+            return None
+        from sadtalker.enhance.gfpgan import load_gfpgan
+
+        files = self.enhancer_weights(name, size, preprocess)
+        return self._get(
+            ("enhancer", name, str(files.path), files.sha256, device), lambda: load_gfpgan(files.path, device)
+        )
+
 
 def _on_device(module: torch.nn.Module, device: str | torch.device) -> torch.nn.Module:
     """``module`` itself when every tensor is already on ``device``, else a moved deep copy (the shared
@@ -527,6 +603,7 @@ def check_weights(
     sizes: Iterable[int] = (256,),
     preprocesses: Iterable[str] = ("crop",),
     folder: Path | None = None,
+    enhancers: Iterable[str] = (),
 ) -> WeightReport:
     """Resolve and verify the weight sets a batch will use, before any row work.
 
@@ -539,9 +616,10 @@ def check_weights(
         sizes: the render sizes of the batch's rows.
         preprocesses: their crop modes (or families ``crop`` / ``full``).
         folder: where the official files are (default :func:`weights_folder`).
+        enhancers: the face enhancers of the batch's rows (``none``, ``gfpgan``).
 
     Raises:
         WeightsError: under ``official``, naming every missing file and the fetch command; a tampered file;
             an unknown policy.
     """
-    return Models(folder, weights_policy=policy).check_weights(sizes, preprocesses)
+    return Models(folder, weights_policy=policy).check_weights(sizes, preprocesses, enhancers)

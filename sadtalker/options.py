@@ -8,6 +8,8 @@ from typing import Literal
 Preprocess = Literal["crop", "extcrop", "resize", "full", "extfull"]
 PREPROCESS_MODES: tuple[str, ...] = ("crop", "extcrop", "resize", "full", "extfull")
 DType = Literal["float32", "float16", "bfloat16"]
+Enhancer = Literal["none", "gfpgan"]
+ENHANCERS: tuple[str, ...] = ("none", "gfpgan")
 
 
 @dataclass(frozen=True)
@@ -17,6 +19,9 @@ class RenderOptions:
     ``ref_eyeblink`` / ``ref_pose``: local paths of reference coefficient files (``.npz`` with a
     ``coeff_3dmm`` (N, 70|73) array, or a video whose frames are reconstructed) or None.
     ``input_yaw`` / ``input_pitch`` / ``input_roll``: free-view camera angles in degrees (SPEC §6.8).
+    ``enhancer``: face restoration of every rendered frame (``gfpgan``: GFPGAN v1.4,
+    :mod:`sadtalker.enhance`), applied to the aligned face before any paste-back; ``none`` (default) leaves
+    the frames as rendered.
     """
 
     size: Literal[256, 512] = 256
@@ -33,6 +38,7 @@ class RenderOptions:
     batch_size: int = 2
     device: str = "cpu"
     dtype: DType = "float32"
+    enhancer: Enhancer = "none"
 
     def __post_init__(self) -> None:
         if self.size not in (256, 512):
@@ -45,3 +51,5 @@ class RenderOptions:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.expression_scale >= 0:
             raise ValueError(f"expression_scale must be >= 0, got {self.expression_scale}")
+        if self.enhancer not in ENHANCERS:
+            raise ValueError(f"enhancer must be one of {ENHANCERS}, got {self.enhancer!r}")

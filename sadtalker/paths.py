@@ -7,7 +7,10 @@
   items/<row_id>/video.mp4, coeffs.npz, face.npz, qc.json
   items/<row_id>/render.json   the render's record (its cache key, frames, duration): written after the
                                video, it marks the video as done for resume
+  results.partial/part-<run>-<seq>.parquet   the results journal: finished rows' records, written while
+                               the batch runs; merged into results.parquet at the end, then removed
 <cache>/face/<key>.npz, <cache>/coeffs/<key>.npz   content-addressed stage results, shared by batches
+<cache>/refs/<key>.npz     per-frame 3DMM of a reference video (ref_eyeblink / ref_pose), shared likewise
 ```
 
 ``<cache>`` defaults to ``<output>/cache`` (so ``cache`` is not a valid batch id). Row ids, batch ids and
@@ -16,7 +19,9 @@ cache keys are checked against a safe alphabet, and every derived path is checke
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+import uuid
 from dataclasses import dataclass
 
 from sadtalker import storage
@@ -25,8 +30,10 @@ __all__ = [
     "SAFE_ID",
     "BatchPaths",
     "ItemPaths",
+    "JOURNAL_PART_PREFIX",
     "PathEscapeError",
     "batch_id_for",
+    "journal_run_token",
     "check_id",
     "check_key",
     "ensure_within",
@@ -35,6 +42,9 @@ __all__ = [
 #: Row and batch ids: letters, digits, ``.``, ``_`` and ``-``; no leading dot; at most 128 characters.
 SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 _KEY = re.compile(r"^[0-9a-f]{16,64}$")
+_RUN_TOKEN = re.compile(r"^[0-9]{8}T[0-9]{12}Z-[0-9a-f]{8}$")
+#: File name prefix of the results journal's part files (``results.partial/part-<run>-<seq>.parquet``).
+JOURNAL_PART_PREFIX = "part-"
 RESERVED_BATCH_IDS = frozenset({"cache"})
 
 
@@ -130,6 +140,21 @@ class BatchPaths:
         """``<output>/index.html``: every batch under the output prefix, newest first."""
         return storage.join(self.output, "index.html")
 
+    @property
+    def journal(self) -> str:
+        """``results.partial/``: the results journal, part files of finished rows' result records written
+        while the batch runs (``flows.journal``); merged into ``results.parquet`` at the end, then removed."""
+        return storage.join(self.root, "results.partial")
+
+    def journal_part(self, run: str, seq: int) -> str:
+        """``results.partial/part-<run>-<seq>.parquet``: part ``seq`` of run ``run`` (a token that sorts by
+        start time, so that the parts of later runs sort after those of earlier ones)."""
+        if not _RUN_TOKEN.match(run) or not 0 <= seq < 10**9:
+            raise PathEscapeError(f"journal part {run!r} #{seq} is not a valid run token and sequence number")
+        return ensure_within(
+            self.root, storage.join(self.journal, f"{JOURNAL_PART_PREFIX}{run}-{seq:09d}.parquet")
+        )
+
     def item(self, row_id: str) -> ItemPaths:
         """The output paths of row ``row_id`` (checked to stay inside the batch folder)."""
         root = ensure_within(self.root, storage.join(self.root, "items", check_id(row_id)))
@@ -151,6 +176,17 @@ class BatchPaths:
     def coeffs_cache(self, key: str) -> str:
         """Content-addressed coefficients artefact."""
         return ensure_within(self.cache, storage.join(self.cache, "coeffs", f"{check_key(key)}.npz"))
+
+    def reference_cache(self, key: str) -> str:
+        """Content-addressed per-frame 3DMM of a reference video (``tasks.keys.reference_key``)."""
+        return ensure_within(self.cache, storage.join(self.cache, "refs", f"{check_key(key)}.npz"))
+
+
+def journal_run_token() -> str:
+    """A new token naming one run's journal parts (:meth:`BatchPaths.journal_part`): its UTC start time to
+    the microsecond, then 8 random hex digits (``20261203T074012123456Z-1f2e3d4c``); tokens sort by time."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return f"{now:%Y%m%dT%H%M%S%f}Z-{uuid.uuid4().hex[:8]}"
 
 
 def batch_id_for(manifest_uri: str, manifest_sha256: str) -> str:

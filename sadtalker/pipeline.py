@@ -10,10 +10,12 @@ Networks come from :class:`sadtalker.models.Models` (loaded once per process).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,11 +23,23 @@ import numpy as np
 
 from sadtalker.options import RenderOptions
 from sadtalker.qc.thresholds import QC_PROTOCOL  # noqa: F401  (re-exported: the QC stage compares records by it)
+from sadtalker.timeouts import StageTimeouts, paused, within_deadline
 
 log = logging.getLogger(__name__)
 
 FPS = 25
 _RENDER_LOCK = threading.Lock()  # one clip at a time per animator: the engine holds per-clip source state
+
+
+@contextlib.contextmanager
+def _renderer() -> Iterator[None]:
+    """Hold this process's renderer; the wait for it does not count against the stage's deadline."""
+    with paused():
+        _RENDER_LOCK.acquire()
+    try:
+        yield
+    finally:
+        _RENDER_LOCK.release()
 
 
 def _models(models):
@@ -163,7 +177,8 @@ class VideoResult:
 
 
 def extract_face(image_path: str | Path, options: RenderOptions, models=None) -> FaceResult:
-    """Photo -> crop and 3DMM coefficients (SPEC §2).
+    """Photo -> crop and 3DMM coefficients (SPEC §2). A video given as the photo (by content) is its
+    first frame, as in the reference.
 
     Raises:
         ImageError: the photo cannot be read.
@@ -204,26 +219,27 @@ def extract_face(image_path: str | Path, options: RenderOptions, models=None) ->
     )
 
 
-def _reference_coefficients(path: str | None) -> np.ndarray | None:
-    """(N, >=70) coefficients of a reference clip, from an ``.npz`` (``coeff_3dmm`` or ``coefficients``)
-    or a ``.npy`` file."""
+def _reference_coefficients(
+    path: str | None, options: RenderOptions, models, done: dict
+) -> np.ndarray | None:
+    """(N, >=70) coefficients of a reference: an ``.npz`` (``coeff_3dmm`` or ``coefficients``) or ``.npy``
+    file, or a video reconstructed frame by frame (:mod:`sadtalker.coeffs.reference`; told apart by content).
+    ``done``: references already read in this call (``ref_pose`` equal to ``ref_eyeblink`` is read once)."""
     if path is None:
         return None
-    from sadtalker.errors import InputError
+    if str(path) not in done:
+        from sadtalker.coeffs.reference import reference_coefficients
 
-    try:
-        if str(path).endswith(".npy"):
-            array = np.load(path, allow_pickle=False)
-        else:
-            with np.load(path, allow_pickle=False) as data:
-                key = "coeff_3dmm" if "coeff_3dmm" in data.files else "coefficients"
-                array = data[key]
-    except Exception as exc:
-        raise InputError(str(path), f"cannot read reference coefficients ({exc})") from exc
-    array = np.asarray(array, dtype=np.float32).reshape(-1, array.shape[-1])
-    if array.shape[-1] < 70 or len(array) == 0:
-        raise InputError(str(path), f"reference coefficients must be (N, >=70), got {array.shape}")
-    return array
+        done[str(path)] = reference_coefficients(path, options.preprocess, _models(models), size=options.size)
+    return done[str(path)]
+
+
+def reference_video_coefficients(path: str | Path, options: RenderOptions, models=None):
+    """The per-frame 3DMM of a reference video (:class:`sadtalker.coeffs.reference.ReferenceCoefficients`,
+    which saves to an ``.npz`` that is itself a valid coefficient reference): what the batch caches."""
+    from sadtalker.coeffs.reference import video_reference_coefficients
+
+    return video_reference_coefficients(path, options.preprocess, _models(models), size=options.size)
 
 
 def audio_to_coefficients(
@@ -231,8 +247,12 @@ def audio_to_coefficients(
 ) -> CoeffResult:
     """Speech -> ``(T, 70)`` coefficients (SPEC §3–§5). Random draws come from ``options.seed`` only.
 
+    ``options.ref_eyeblink`` / ``options.ref_pose``: local coefficient files or videos (a video's frames are
+    reconstructed at 256 whatever ``options.size``, quirk 16; :mod:`sadtalker.coeffs.reference`).
+
     Raises:
         AudioError: the speech cannot drive a video.
+        InputError: a reference cannot be read (``ReferenceVideoError``; ``NoFaceError``: no face in it).
     """
     import torch
 
@@ -246,6 +266,9 @@ def audio_to_coefficients(
     windows = MelWindows(mel_spectrogram(cropped), frames)  # built 200 frames at a time, not all at once
     expnet, posevae = models.audio_networks(options.size)
     rng = np.random.default_rng([options.seed, 0xB1])
+    references: dict[str, np.ndarray] = {}
+    ref_eyeblink = _reference_coefficients(options.ref_eyeblink, options, models, references)
+    ref_pose = _reference_coefficients(options.ref_pose, options, models, references)
     with torch.inference_mode():
         result = generate_coefficients(
             expnet,
@@ -255,8 +278,8 @@ def audio_to_coefficients(
             random_blink_curve(frames, rng),
             draw_latents(posevae, frames, options.seed),
             pose_style=options.pose_style,
-            ref_eyeblink=_reference_coefficients(options.ref_eyeblink),
-            ref_pose=_reference_coefficients(options.ref_pose),
+            ref_eyeblink=ref_eyeblink,
+            ref_pose=ref_pose,
         )
     return CoeffResult(result.coefficients, frames, len(wav) / 16_000, result.blink)
 
@@ -274,13 +297,18 @@ def render_video(
 ) -> VideoResult:
     """Coefficients -> frames -> mp4 with the speech muxed in (SPEC §6, §7).
 
-    ``enhancer``: an optional :class:`sadtalker.video.FrameEnhancer` (e.g. a face restorer) applied to each
-    output frame before encoding; none ships yet.
+    ``options.enhancer`` (``gfpgan``) restores the aligned S x S face of each rendered batch
+    (:func:`sadtalker.enhance.enhance_frames`, on ``options.device``) before the resize and any paste-back.
+    ``enhancer``: an optional extra :class:`sadtalker.video.FrameEnhancer` applied to each final frame.
 
     Frames are rendered ``options.batch_size`` at a time and streamed straight into ffmpeg, so memory does
     not grow with the clip's length. The file appears at ``out_path`` only when complete (temp + rename).
     In ``full``/``extfull`` modes each frame is pasted back into the original photo.
+
+    Inside a stage deadline (``sadtalker.timeouts``) the deadline is checked between batches and bounds the
+    encoder: past it ``StageTimeout`` is raised, ffmpeg is killed and nothing is left at ``out_path``.
     """
+    from sadtalker.enhance import enhance_frames
     from sadtalker.face.image import load_image
     from sadtalker.qc import FrameStats
     from sadtalker.render.batching import (
@@ -297,6 +325,10 @@ def render_video(
     record = face.crop_record()
     full = record.is_full
     animator = models.animator(options.size, options.preprocess, options.device, options.dtype)
+    # options.enhancer: restore the aligned S x S face of every frame, before the resize and any paste-back
+    face_enhancer = None
+    if options.enhancer != "none":
+        face_enhancer = models.enhancer(options.enhancer, options.size, options.preprocess, options.device)
     frames = coeffs.num_frames
     source_row = face.coeff_3dmm[0]
     targets = target_coefficients(
@@ -326,14 +358,20 @@ def render_video(
         bar = tqdm(total=frames, unit="frame", desc=Path(out_path).name)
     synthetic = models.weights(options.size, options.preprocess).synthetic
     start = time.perf_counter()
-    with _RENDER_LOCK, VideoWriter(out_path, audio=audio_path, num_frames=frames) as writer:
+    with _renderer(), VideoWriter(out_path, audio=audio_path, num_frames=frames) as writer:
         animator.set_source(
             source_image_array(face.source_image), source_semantics(source_row, animator.coeff_nc)
         )
         try:
-            for chunk in animator.animate(targets, options.batch_size, **angles):
+            for chunk in within_deadline(
+                animator.animate(targets, options.batch_size, **angles),
+                lambda: f"stopped after {writer.frames_written} of {frames} frames",
+            ):
                 stats.update_float(chunk)  # NaN / Inf would be clipped away silently by the uint8 conversion
-                images = resize_frames(frames_to_uint8(chunk), width, height)  # (B, h, S, 3)
+                images = frames_to_uint8(chunk)  # (B, S, S, 3)
+                if face_enhancer is not None:
+                    images = enhance_frames(images, face_enhancer, options.device)
+                images = resize_frames(images, width, height)  # (B, h, S, 3)
                 if paste is not None:
                     images = np.stack([paste(image) for image in images])
                 if enhancer is not None:
@@ -419,26 +457,39 @@ def render_pair(
     models=None,
     progress: bool = False,
     thresholds=None,
+    timeouts: StageTimeouts | None = None,
 ) -> VideoResult:
     """The whole model for one photo + speech pair (models are loaded once per process and reused), then
     the full QC of the written file in ``VideoResult.qc`` (a failed QC keeps the video: it is reported,
-    not deleted). ``thresholds``: QC threshold overrides (:func:`sadtalker.qc.parse_threshold_overrides`)."""
+    not deleted). ``thresholds``: QC threshold overrides (:func:`sadtalker.qc.parse_threshold_overrides`).
+    ``timeouts``: each stage's time limit (:class:`sadtalker.timeouts.StageTimeouts`; the render's scales
+    with the clip's frames); past one, ``StageTimeout`` is raised. None: no limits."""
     import dataclasses
 
     options = options or RenderOptions()
-    face = extract_face(image_path, options, models)
-    coeffs = audio_to_coefficients(audio_path, face, options, models)
-    video = render_video(face, coeffs, image_path, audio_path, out_path, options, models, progress)
-    report = quality_check(
-        video.path,
-        face,
-        coeffs,
-        image_path,
-        audio_path,
-        options,
-        models=_models(models),
-        synthetic_weights=video.synthetic_weights,
-        thresholds=thresholds,
-        upstream=video.frame_stats,
-    )
+
+    def stage(name: str, subject: str | Path, frames: int | None = None):
+        if timeouts is None:
+            return contextlib.nullcontext()
+        return timeouts.deadline(name, Path(subject).name, frames)
+
+    with stage("face", image_path):
+        face = extract_face(image_path, options, models)
+    with stage("coeffs", audio_path):
+        coeffs = audio_to_coefficients(audio_path, face, options, models)
+    with stage("render", out_path, coeffs.num_frames):
+        video = render_video(face, coeffs, image_path, audio_path, out_path, options, models, progress)
+    with stage("qc", out_path):
+        report = quality_check(
+            video.path,
+            face,
+            coeffs,
+            image_path,
+            audio_path,
+            options,
+            models=_models(models),
+            synthetic_weights=video.synthetic_weights,
+            thresholds=thresholds,
+            upstream=video.frame_stats,
+        )
     return dataclasses.replace(video, qc=report.to_dict())

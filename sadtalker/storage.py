@@ -47,6 +47,8 @@ from typing import Any
 import fsspec
 from fsspec.core import split_protocol, url_to_fs
 
+from sadtalker.timeouts import io_timeout
+
 __all__ = [
     "copy",
     "download",
@@ -157,13 +159,17 @@ def storage_options(uri: str) -> dict[str, Any]:
     """fsspec options for ``uri`` from the environment, without credentials (see the module docstring).
 
     For ``s3://``: ``client_kwargs.endpoint_url`` from ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``
-    (MinIO, SeaweedFS, R2, ...). Keys stay with botocore's credential chain.
+    (MinIO, SeaweedFS, R2, ...), and botocore's ``connect_timeout`` / ``read_timeout`` from the running
+    stage's ``io_s`` (``sadtalker.timeouts.io_timeout``), so a stalled request fails (and is retried)
+    instead of holding the stage. Keys stay with botocore's credential chain. Local files need no timeout.
     """
     options: dict[str, Any] = {}
     if protocol(uri) in ("s3", "s3a"):
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         if endpoint:
             options["client_kwargs"] = {"endpoint_url": endpoint}
+        seconds = io_timeout()
+        options["config_kwargs"] = {"connect_timeout": seconds, "read_timeout": seconds}
     return options
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from pathlib import Path
 from typing import Any
 
 from prefect import task
 
 from manifests.schema import ManifestRow
 from sadtalker import storage
+from sadtalker.coeffs.reference import is_reference_video
 from tasks.common import (
     STAGE_TASK_OPTIONS,
     cached_artefact,
@@ -17,11 +20,64 @@ from tasks.common import (
     redact_errors,
     resolve_device,
     shared_models,
+    timed_stage,
 )
-from tasks.keys import coeffs_key, weights_fingerprint
+from tasks.keys import coeffs_key, reference_key, weights_fingerprint
 from tasks.records import CoeffRecord, FaceRecord, StageContext
 
-__all__ = ["coefficients_task"]
+__all__ = ["CachedReference", "coefficients_task", "reference_coefficients_cached"]
+
+
+@dataclasses.dataclass(frozen=True)
+class CachedReference:
+    """A reference video's per-frame 3DMM: ``local`` is an ``.npz`` with ``coeff_3dmm`` (a valid coefficient
+    reference for ``audio_to_coefficients``), ``cache_uri`` its content-addressed copy."""
+
+    key: str
+    cache_uri: str
+    local: Path
+    num_frames: int
+    filled: int
+    reused: bool
+    seconds: float
+
+
+def reference_coefficients_cached(
+    video: Path, options: Any, ctx: StageContext, tmp: Path, pl: Any = None, models: Any = None
+) -> CachedReference:
+    """The per-frame 3DMM of the reference video ``video`` (a local file), from
+    ``<cache>/refs/<reference_key>.npz`` when it is there (unless ``ctx.force``), else computed
+    (``pipeline.reference_video_coefficients``) and stored there: a reference shared by many rows, in
+    either role and across batches, is processed once (rows of one process wait for one computation)."""
+    from sadtalker.coeffs.reference import ReferenceCoefficients
+
+    start = time.perf_counter()
+    pl, models = pl or pipeline(), models or shared_models(ctx.weights)
+    sha = storage.sha256_file(video)
+    key = reference_key(sha, options, weights_fingerprint(models, options), models.landmarker_identity())
+    cache_uri = ctx.paths.reference_cache(key)
+    result, reused = cached_artefact(
+        key,
+        cache_uri,
+        None,
+        ctx.force,
+        tmp,
+        ReferenceCoefficients.load,
+        lambda: pl.reference_video_coefficients(video, options, models),
+    )
+    local = Path(tmp) / f"ref-{key}.npz"
+    if not local.exists():
+        result.save(local)
+    seconds = time.perf_counter() - start
+    logger().info(
+        "reference video %s: %s, %d frames (%d without a face, filled from neighbours) in %.2f s",
+        Path(video).name,
+        "reused" if reused else "processed",
+        result.num_frames,
+        len(result.filled),
+        seconds,
+    )
+    return CachedReference(key, cache_uri, local, result.num_frames, len(result.filled), reused, seconds)
 
 
 @task(
@@ -30,10 +86,12 @@ __all__ = ["coefficients_task"]
     **STAGE_TASK_OPTIONS,
 )
 @redact_errors
+@timed_stage("coeffs")
 def coefficients_task(row: ManifestRow, face: FaceRecord, ctx: StageContext) -> CoeffRecord:
     """Compute the coefficients of ``row.audio`` for ``face`` into ``<cache>/coeffs/<key>.npz`` unless they
     are there (or ``force``); copy them to ``items/<id>/coeffs.npz``. Reference files (``ref_eyeblink``,
-    ``ref_pose``) are downloaded and hashed into the key."""
+    ``ref_pose``) are downloaded and hashed into the key; a reference video (by content) is reconstructed
+    once into ``<cache>/refs/`` (:func:`reference_coefficients_cached`) and its key enters the key."""
     start = time.perf_counter()
     pl, models = pipeline(), shared_models(ctx.weights)
     item = ctx.paths.item(row.id)
@@ -42,12 +100,21 @@ def coefficients_task(row: ManifestRow, face: FaceRecord, ctx: StageContext) -> 
         audio_sha = storage.sha256_file(audio)
         refs = {name: getattr(row, name) for name in ("ref_eyeblink", "ref_pose")}
         local_refs = {name: storage.localize(uri, tmp) if uri else None for name, uri in refs.items()}
-        refs_sha = {name: storage.sha256_file(p) if p else None for name, p in local_refs.items()}
-        options = row.to_options(
-            device=resolve_device(ctx.device),
-            dtype=ctx.dtype,
-            **{name: str(p) if p else None for name, p in local_refs.items()},
+        base = row.to_options(
+            device=resolve_device(ctx.device), dtype=ctx.dtype, ref_eyeblink=None, ref_pose=None
         )
+        refs_sha: dict[str, str | None] = {}
+        ref_files: dict[str, str | None] = {}
+        for name, local in local_refs.items():
+            ref_files[name], refs_sha[name] = None, None
+            if local is None:
+                continue
+            if is_reference_video(local):  # by content: its per-frame 3DMM, cached by the video's hash
+                ref = reference_coefficients_cached(local, base, ctx, tmp, pl, models)
+                ref_files[name], refs_sha[name] = str(ref.local), f"video:{ref.key}"
+            else:
+                ref_files[name], refs_sha[name] = str(local), storage.sha256_file(local)
+        options = dataclasses.replace(base, **ref_files)
         key = coeffs_key(face.key, audio_sha, options, refs_sha, weights_fingerprint(models, options))
         cache_uri = ctx.paths.coeffs_cache(key)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import inspect
 import logging
 import os
 import socket
@@ -23,6 +24,7 @@ from prefect.tasks import exponential_backoff
 
 from sadtalker import storage
 from sadtalker.errors import InputError, SadTalkerError
+from sadtalker.timeouts import check_deadline, paused
 
 __all__ = [
     "STAGE_TASK_OPTIONS",
@@ -39,6 +41,7 @@ __all__ = [
     "retry_if_transient",
     "models_module",
     "shared_models",
+    "timed_stage",
 ]
 
 P = ParamSpec("P")
@@ -125,6 +128,29 @@ def redact_errors(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def timed_stage(stage: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Task-body decorator: the body runs inside its row's deadline for ``stage`` (``ctx.timeouts``, see
+    ``sadtalker.timeouts``; the render's limit scales with ``coeffs.num_frames``). Below it, ffmpeg runs at
+    most until the deadline, the renderer stops at the first batch past it and storage requests time out
+    after ``io_s``; the row then fails with ``StageTimeout: <stage> of row <id> exceeded <n> s (...)``,
+    which is never retried. Waiting for a GPU slot or the process's renderer does not count."""
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            bound = signature.bind(*args, **kwargs).arguments
+            row, ctx = bound["row"], bound["ctx"]
+            frames = getattr(bound.get("coeffs"), "num_frames", None) if stage == "render" else None
+            with ctx.timeouts.deadline(stage, f"row {row.id}", frames):
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
 def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect ``retry_condition_fn``: retry only when the task failed with a transient fault."""
     try:
@@ -199,7 +225,7 @@ A = TypeVar("A", bound=_Artefact)
 def cached_artefact(
     key: str,
     cache_uri: str,
-    copy_to: str,
+    copy_to: str | None,
     force: bool,
     scratch: Path,
     load: Callable[[Path], A],
@@ -207,19 +233,21 @@ def cached_artefact(
 ) -> tuple[A, bool]:
     """A content-addressed stage result: ``load`` it from ``cache_uri`` when it is there (unless
     ``force``), else ``compute`` it and upload it there atomically; then copy it to the row's
-    ``copy_to``. Returns the result and whether it was reused. Existence in storage is what makes a rerun
-    resume, across processes and machines; :func:`key_lock` makes rows of one process share one
-    computation."""
+    ``copy_to`` (None: no copy). Returns the result and whether it was reused. Existence in storage is
+    what makes a rerun resume, across processes and machines; :func:`key_lock` makes rows of one process
+    share one computation."""
     with key_lock(key):
         reused = not force and storage.exists(cache_uri)
         if reused:
             result = load(storage.localize(cache_uri, scratch))
         else:
+            check_deadline("out of time before computing it")  # e.g. slow downloads took it all
             result = compute()
             local = scratch / f"{key}.npz"
             result.save(local)
             storage.upload(local, cache_uri)
-    storage.copy(cache_uri, copy_to)
+    if copy_to is not None:
+        storage.copy(cache_uri, copy_to)
     return result, reused
 
 
@@ -264,7 +292,9 @@ def render_slot(device: str) -> Iterator[dict[str, float]]:
 
     start = time.perf_counter()
     name = gpu_limit_name(device)
-    _ensure_gpu_limit(name)
-    with concurrency(name, occupy=1):
+    with contextlib.ExitStack() as held:
+        with paused():  # waiting for the GPU does not count against the render's deadline
+            _ensure_gpu_limit(name)
+            held.enter_context(concurrency(name, occupy=1))
         timing["wait"] = time.perf_counter() - start
         yield timing

@@ -16,6 +16,7 @@ from tasks.common import (
     redact_errors,
     resolve_device,
     shared_models,
+    timed_stage,
 )
 from tasks.keys import face_key, weights_fingerprint
 from tasks.records import FaceRecord, StageContext
@@ -29,9 +30,12 @@ __all__ = ["extract_face_task"]
     **STAGE_TASK_OPTIONS,
 )
 @redact_errors
+@timed_stage("face")
 def extract_face_task(row: ManifestRow, ctx: StageContext) -> FaceRecord:
     """Extract the face of ``row.image`` into ``<cache>/face/<key>.npz`` unless it is there (or ``force``);
-    copy it to ``items/<id>/face.npz``. Raises ``InputError`` (no face, unreadable photo): never retried."""
+    copy it to ``items/<id>/face.npz``. Raises ``InputError`` (no face, unreadable photo): never retried.
+    The key names the worker's landmark backend and its weights: a worker that fell back to dlib never
+    reuses, or overwrites, a face that face-alignment found (nor the reverse)."""
     start = time.perf_counter()
     pl, models = pipeline(), shared_models(ctx.weights)
     options = row.to_options(
@@ -41,7 +45,8 @@ def extract_face_task(row: ManifestRow, ctx: StageContext) -> FaceRecord:
     with storage.scratch_dir() as tmp:
         image = storage.localize(row.image, tmp)
         image_sha = storage.sha256_file(image)
-        key = face_key(image_sha, options, weights_fingerprint(models, options))
+        landmarks = models.landmarker_identity()
+        key = face_key(image_sha, options, weights_fingerprint(models, options), landmarks)
         cache_uri = ctx.paths.face_cache(key)
         face, reused = cached_artefact(
             key,
@@ -53,7 +58,13 @@ def extract_face_task(row: ManifestRow, ctx: StageContext) -> FaceRecord:
             lambda: pl.extract_face(image, options, models),
         )
     seconds = time.perf_counter() - start
-    logger().info("face %s: %s in %.2f s", row.id, "reused" if reused else "extracted", seconds)
+    logger().info(
+        "face %s: %s in %.2f s (landmarks: %s)",
+        row.id,
+        "reused" if reused else "extracted",
+        seconds,
+        landmarks["backend"],
+    )
     return FaceRecord(
         row_id=row.id,
         image_sha256=image_sha,
@@ -63,4 +74,6 @@ def extract_face_task(row: ManifestRow, ctx: StageContext) -> FaceRecord:
         num_faces=int(face.num_faces),
         reused=reused,
         seconds=seconds,
+        landmark_backend=str(landmarks["backend"]),
+        landmark_weights=str(landmarks["weights"]),
     )

@@ -25,6 +25,7 @@ from tasks.common import (
     redact_errors,
     resolve_device,
     shared_models,
+    timed_stage,
 )
 from tasks.records import CoeffRecord, FaceRecord, QCRecord, RenderRecord, StageContext
 
@@ -76,6 +77,7 @@ def _reusable(uri: str, render_key: str, protocol: str, digest: str) -> dict[str
     **STAGE_TASK_OPTIONS,
 )
 @redact_errors
+@timed_stage("qc")
 def qc_task(
     row: ManifestRow, face: FaceRecord, render: RenderRecord, coeffs: CoeffRecord, ctx: StageContext
 ) -> QCRecord:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sadtalker.paths import BatchPaths
+from sadtalker.timeouts import StageTimeouts
 
 __all__ = ["CoeffRecord", "FaceRecord", "QCRecord", "RenderRecord", "StageContext"]
 
@@ -22,7 +23,8 @@ class StageContext:
     ``progress``: per-clip progress bars (render). ``qc_thresholds``: the batch's overrides of the QC
     thresholds (``{"identity_similarity": {"fail": 0.5}}``; ``sadtalker.qc`` has the defaults).
     ``weights``: the weights policy (``official`` | ``synthetic`` | ``auto``), resolved by the flow before
-    any row work so that every worker loads its networks under the same rule.
+    any row work so that every worker loads its networks under the same rule. ``timeouts``: each stage's
+    time limit (``sadtalker.timeouts.StageTimeouts``; the render's scales with the row's frames).
     """
 
     paths: BatchPaths
@@ -32,11 +34,14 @@ class StageContext:
     progress: bool = False
     qc_thresholds: dict[str, dict[str, float]] | None = None
     weights: str | None = None
+    timeouts: StageTimeouts = StageTimeouts()
 
 
 @dataclass(frozen=True)
 class FaceRecord:
-    """Photo -> crop + 3DMM: ``cache_uri`` is content-addressed, ``uri`` the row's copy."""
+    """Photo -> crop + 3DMM: ``cache_uri`` is content-addressed, ``uri`` the row's copy.
+    ``landmark_backend`` / ``landmark_weights``: the landmarker that found the face (``face-alignment`` or
+    ``dlib``) and the SHA-256 over its files, both part of the face key (``Models.landmarker_identity``)."""
 
     row_id: str
     image_sha256: str
@@ -46,6 +51,8 @@ class FaceRecord:
     num_faces: int
     reused: bool
     seconds: float
+    landmark_backend: str | None = None
+    landmark_weights: str | None = None
 
     def result_fields(self) -> dict[str, Any]:
         return {
@@ -53,6 +60,7 @@ class FaceRecord:
             "face_key": self.key,
             "face_uri": self.uri,
             "num_faces": self.num_faces,
+            "landmark_backend": self.landmark_backend,
             "face_reused": self.reused,
             "face_s": self.seconds,
         }

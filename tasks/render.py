@@ -17,8 +17,9 @@ from tasks.common import (
     render_slot,
     resolve_device,
     shared_models,
+    timed_stage,
 )
-from tasks.keys import render_key, weights_fingerprint
+from tasks.keys import enhancer_fingerprint, render_key, weights_fingerprint
 from tasks.records import CoeffRecord, FaceRecord, RenderRecord, StageContext
 
 __all__ = ["render_task"]
@@ -40,6 +41,7 @@ def _previous(record_uri: str, video_uri: str, key: str) -> dict[str, Any] | Non
     **STAGE_TASK_OPTIONS,
 )
 @redact_errors
+@timed_stage("render")
 def render_task(row: ManifestRow, face: FaceRecord, coeffs: CoeffRecord, ctx: StageContext) -> RenderRecord:
     """Render ``items/<id>/video.mp4`` unless ``items/<id>/render.json`` already records this render key
     (or ``force``). The video is uploaded atomically, then the record: a failed or killed attempt leaves
@@ -49,7 +51,14 @@ def render_task(row: ManifestRow, face: FaceRecord, coeffs: CoeffRecord, ctx: St
     pl, models = pipeline(), shared_models(ctx.weights)
     device = resolve_device(ctx.device)
     options = row.to_options(device=device, dtype=ctx.dtype, ref_eyeblink=None, ref_pose=None)
-    key = render_key(face.key, coeffs.key, face.image_sha256, options, weights_fingerprint(models, options))
+    key = render_key(
+        face.key,
+        coeffs.key,
+        face.image_sha256,
+        options,
+        weights_fingerprint(models, options),
+        enhancer=enhancer_fingerprint(models, options),  # None for `enhancer: none` (key unchanged)
+    )
     # The name of exactly the files this configuration loads (results and qc.parquet carry it).
     weights_label = str(models.weights(options.size, options.preprocess).label)
     item = ctx.paths.item(row.id)
@@ -73,6 +82,7 @@ def render_task(row: ManifestRow, face: FaceRecord, coeffs: CoeffRecord, ctx: St
             "render_key": key,
             "row_id": row.id,
             "face_key": face.key,
+            "landmark_backend": face.landmark_backend,  # the landmarker that found the face (in face_key)
             "coeffs_key": coeffs.key,
             "num_frames": int(video.num_frames),
             "duration": float(video.duration),

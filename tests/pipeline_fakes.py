@@ -1,6 +1,7 @@
 """TEST-ONLY stand-in for ``sadtalker.pipeline`` and ``sadtalker.models`` in the orchestration tests.
 
-It follows their contract (``Models.shared`` and ``Models.weights``, ``extract_face``,
+It follows their contract (``Models.shared``, ``Models.weights`` and ``Models.landmarker_identity``,
+``extract_face``,
 ``audio_to_coefficients``, ``render_video`` and the ``FaceResult`` / ``CoeffResult`` / ``VideoResult``
 records) and costs nothing: no torch, no model. It is switched on only by tests, in two ways:
 
@@ -20,7 +21,15 @@ Behaviour is steered by markers in the input files' bytes, so a test manifest sa
 - audio containing ``FRAMES=<n>``: ``n`` frames (default 8);
 - audio containing ``QCFAIL`` / ``QCWARN``: ``quality_check`` gives verdict fail / warn (lip sync off);
 - audio containing ``HANG``: the coefficient stage blocks for 10 minutes when ``PIPELINE_FAKES_HANG=1`` is
-  set in the environment (to kill a run midway; not in the render, whose CPU lock would stall other rows).
+  set in the environment (to kill a run midway; not in the render, whose CPU lock would stall other rows);
+- audio containing ``DECODE``: the coefficient stage decodes the speech with the real
+  ``sadtalker.audio.load_audio`` (ffmpeg, for bytes soundfile cannot read): point ``$SADTALKER_FFMPEG`` at
+  a script that never ends to get a hung ffmpeg;
+- audio containing ``SLOWRENDER``: the render takes 0.25 s per batch of ``batch_size`` frames and, like
+  the real one, checks the stage's deadline between batches (``sadtalker.timeouts.within_deadline``).
+
+The landmark backend a worker's ``Models`` reports (and its faces record) is ``$PIPELINE_FAKES_LANDMARKER``
+when its models are built (``face-alignment`` by default; ``dlib`` for a worker that fell back).
 
 Every call is recorded in :data:`CALLS` as ``(function, file name)`` (building ``Models``: ``("Models",
 "pid<pid>")``), and appended to the file named by ``PIPELINE_FAKES_CALL_LOG`` when set (subprocesses).
@@ -81,14 +90,20 @@ class FaceResult:
     num_faces: int
     digest: str
     size: int
+    backend: str = "face-alignment"
 
     def save(self, path: str | Path) -> None:
-        np.savez(path, num_faces=self.num_faces, digest=self.digest, size=self.size)
+        np.savez(path, num_faces=self.num_faces, digest=self.digest, size=self.size, backend=self.backend)
 
     @classmethod
     def load(cls, path: str | Path) -> FaceResult:
         with np.load(path) as z:
-            return cls(num_faces=int(z["num_faces"]), digest=str(z["digest"]), size=int(z["size"]))
+            return cls(
+                num_faces=int(z["num_faces"]),
+                digest=str(z["digest"]),
+                size=int(z["size"]),
+                backend=str(z["backend"]),
+            )
 
 
 @dataclass(frozen=True)
@@ -159,6 +174,8 @@ class WeightReport:
 
 #: The official files a test pretends are in the weights folder (``official`` refuses without them).
 OFFICIAL_ENV = "PIPELINE_FAKES_OFFICIAL_WEIGHTS"
+#: The landmark backend a fake worker uses (``face-alignment`` when unset).
+LANDMARKER_ENV = "PIPELINE_FAKES_LANDMARKER"
 
 
 def resolve_policy(policy: str | None = None) -> str:
@@ -169,7 +186,7 @@ def resolve_policy(policy: str | None = None) -> str:
 
 
 def check_weights(
-    policy: str | None = None, sizes: Any = (256,), preprocesses: Any = ("crop",)
+    policy: str | None = None, sizes: Any = (256,), preprocesses: Any = ("crop",), enhancers: Any = ()
 ) -> WeightReport:
     """Like ``sadtalker.models.check_weights``: ``official`` refuses unless
     ``$PIPELINE_FAKES_OFFICIAL_WEIGHTS`` is set; otherwise every set is synthetic."""
@@ -203,7 +220,13 @@ class Models:
     def __init__(self, weights_policy: str | None = None) -> None:
         self.weights_policy = resolve_policy(weights_policy)
         self.synthetic = not (os.environ.get(OFFICIAL_ENV) and self.weights_policy != "synthetic")
+        self.landmark_backend = os.environ.get(LANDMARKER_ENV) or "face-alignment"
         type(self).instances += 1
+
+    def landmarker_identity(self) -> dict[str, str]:
+        """Like ``sadtalker.models.Models.landmarker_identity``: decided when the models are built."""
+        weights = hashlib.sha256(f"fake-{self.landmark_backend}-weights".encode()).hexdigest()
+        return {"backend": self.landmark_backend, "weights": weights}
 
     @classmethod
     def shared(cls, weights_policy: str | None = None) -> Models:
@@ -227,7 +250,10 @@ def extract_face(image_path: str | Path, options: Any, models: Models | None = N
             _FLAKY_SEEN[str(image_path)] = seen + 1
         if seen < int(flaky.group(1)):
             raise OSError(f"simulated storage hiccup #{seen + 1}")
-    return FaceResult(num_faces=1, digest=hashlib.sha256(data).hexdigest(), size=options.size)
+    backend = (models or Models.shared()).landmarker_identity()["backend"]
+    return FaceResult(
+        num_faces=1, digest=hashlib.sha256(data).hexdigest(), size=options.size, backend=backend
+    )
 
 
 def audio_to_coefficients(
@@ -237,6 +263,10 @@ def audio_to_coefficients(
     data = Path(audio_path).read_bytes()
     if b"HANG" in data and os.environ.get("PIPELINE_FAKES_HANG") == "1":
         time.sleep(600)
+    if b"DECODE" in data:
+        from sadtalker.audio.load import load_audio
+
+        load_audio(audio_path)
     if b"BADAUDIO" in data:
         raise AudioError(str(audio_path), "audio is empty")
     match = re.search(rb"FRAMES=(\d+)", data)
@@ -263,6 +293,16 @@ def render_video(
     audio = Path(audio_path).read_bytes()
     if b"RENDERFAIL" in audio:
         raise RuntimeError("renderer exploded")
+    if b"SLOWRENDER" in audio:
+        from sadtalker.timeouts import within_deadline
+
+        def batches() -> Iterator[int]:
+            for start in range(0, coeffs.num_frames, options.batch_size):
+                time.sleep(0.25)
+                yield start
+
+        for _ in within_deadline(batches()):
+            _record("render_batch", audio_path)
     out = Path(out_path)
     payload = {"face": face.digest, "frames": coeffs.num_frames, "still": options.still, "t": time.time()}
     tmp = out.with_name(out.name + ".tmp")

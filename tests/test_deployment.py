@@ -108,6 +108,7 @@ def deployed(prefect_server: dict[str, str]) -> dict[str, str]:
     assert (schedule["cron"], schedule["timezone"]) == (spec["schedules"][0]["cron"], "Europe/Berlin")
     assert deployment["work_pool_name"] == pool and deployment["parameters"]["manifest"]
     assert deployment["parameters"]["weights"] == "official"  # production never renders noise silently
+    assert deployment["parameters"]["allowed_prefixes"]  # where its manifests' rows may point
     return {"name": f"render-batch/{spec['name']}", "pool": pool}
 
 
@@ -150,7 +151,13 @@ def test_prefect_yaml_deploys_and_a_worker_runs_it(
         manifest,
     )
     output = tmp_path / "out"
-    params = {"manifest": manifest, "output": str(output), "device": "cpu"}
+    # the deployment allows only the example's folders: this manifest's tree is allowed explicitly
+    params = {
+        "manifest": manifest,
+        "output": str(output),
+        "device": "cpu",
+        "allowed_prefixes": [str(tmp_path)],
+    }
     fake_site = os.pathsep.join([str(FAKE_SITE), str(REPO)])
     # The worker has the official files (the fakes pretend so): the deployment's `official` policy runs.
     official = {"PIPELINE_FAKES_OFFICIAL_WEIGHTS": "1"}
@@ -178,7 +185,7 @@ def test_nightly_deployment_refuses_a_worker_without_official_weights_before_any
     run = _run_deployment(
         prefect_server,
         deployed,
-        {"manifest": manifest, "output": str(output), "device": "cpu"},
+        {"manifest": manifest, "output": str(output), "device": "cpu", "allowed_prefixes": [str(tmp_path)]},
         os.pathsep.join([str(FAKE_SITE), str(REPO)]),
         worker_env={"PIPELINE_FAKES_CALL_LOG": str(log)},
     )
@@ -211,7 +218,13 @@ def test_deployed_flow_renders_real_clips_and_fails_the_faceless_row(
     write_manifest(rows, manifest)
     output = tmp_path / "out"
     # No official files on this machine: the test asks for synthetic weights explicitly.
-    params = {"manifest": manifest, "output": str(output), "weights": "synthetic"}
+    allowed = [str(tmp_path), str(REPO / "tests" / "data")]  # the portrait is in tests/data
+    params = {
+        "manifest": manifest,
+        "output": str(output),
+        "weights": "synthetic",
+        "allowed_prefixes": allowed,
+    }
     run = _run_deployment(prefect_server, deployed, params, str(REPO))
     assert run["state"]["type"] == "COMPLETED", run["state"]
     results = pd.read_parquet(next(output.glob("real-*/results.parquet"))).set_index("id")
@@ -247,7 +260,8 @@ def test_submit_validates_locally_runs_the_deployment_and_waits_for_the_report(
 
     def cli(*args: str) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "submit", *args, "--deployment", deployed["name"]],
+            [sys.executable, "-m", "flows.cli", "submit", *args, "--deployment", deployed["name"]]
+            + ["--allow-prefix", str(tmp_path)],
             cwd=REPO,
             env=env,
             stdout=subprocess.PIPE,

@@ -95,11 +95,12 @@ def test_transient_classification() -> None:
 
 def test_cache_keys_depend_on_what_matters() -> None:
     weights = {"sha256": {"a": "1" * 64}, "synthetic": False}
+    landmarks = {"backend": "face-alignment", "weights": "2" * 64}
     refs = {"ref_eyeblink": None, "ref_pose": None}
 
     def keys(**values: Any) -> tuple[str, str, str]:
         options = ManifestRow(**{"id": "a", "image": "x", "audio": "y", **values}).to_options()
-        face = face_key("p" * 64, options, weights)
+        face = face_key("p" * 64, options, weights, landmarks)
         coeffs = coeffs_key(face, "a" * 64, options, refs, weights)
         return face, coeffs, render_key(face, coeffs, "p" * 64, options, weights)
 
@@ -118,9 +119,11 @@ def test_cache_keys_depend_on_what_matters() -> None:
         assert other[:same_until] == base[:same_until] and other[same_until] != base[same_until], changed
         assert other[2] != base[2], changed  # the video always changes
     options = ManifestRow(id="a", image="x", audio="y").to_options()
-    assert face_key("p" * 64, options, weights) != face_key("q" * 64, options, weights)
-    assert face_key("p" * 64, options, weights) != face_key("p" * 64, options, {**weights, "synthetic": True})
-    face = face_key("p" * 64, options, weights)
+    assert face_key("p" * 64, options, weights, landmarks) != face_key("q" * 64, options, weights, landmarks)
+    assert face_key("p" * 64, options, weights, landmarks) != face_key(
+        "p" * 64, options, {**weights, "synthetic": True}, landmarks
+    )
+    face = face_key("p" * 64, options, weights, landmarks)
     assert coeffs_key(face, "a" * 64, options, refs, weights) != coeffs_key(
         face, "a" * 64, options, {**refs, "ref_pose": "b" * 64}, weights
     )

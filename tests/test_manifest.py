@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from manifests import EXAMPLE_MANIFEST
+from manifests import EXAMPLE_ALLOWED_PREFIXES, EXAMPLE_MANIFEST
 from manifests.build import ManifestBuildError, build_manifest, parse_cell, write_manifest
 from manifests.build import main as build_main
 from manifests.schema import ManifestRow
@@ -140,7 +140,8 @@ def test_unreadable_manifest(tmp_path: Path) -> None:
 
 
 def test_bundled_example_manifest_is_valid_and_matches_its_csv(tmp_path: Path) -> None:
-    report = validate_manifest(str(EXAMPLE_MANIFEST))
+    # its portrait is in tests/data, outside the example's folder: allowed explicitly
+    report = validate_manifest(str(EXAMPLE_MANIFEST), allowed_prefixes=EXAMPLE_ALLOWED_PREFIXES)
     assert report.ok, report.format_problems()
     assert [r.id for r in report.rows] == ["hello", "hello-still"]
     rebuilt = build_manifest(str(EXAMPLE_MANIFEST.with_suffix(".csv")), str(tmp_path / "m.parquet"))
@@ -175,7 +176,7 @@ def test_build_from_csv_rebases_paths_and_types_columns(tmp_path: Path) -> None:
         (512, True, [-20.0, 30.0], 4),
         (256, False, None, 4),
     ]
-    assert validate_manifest(str(out)).ok
+    assert validate_manifest(str(out), allowed_prefixes=[str(tmp_path)]).ok  # media beside, not below it
 
 
 def test_build_from_json_and_refuse_invalid(tmp_path: Path) -> None:

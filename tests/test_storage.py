@@ -83,7 +83,10 @@ def test_storage_options_from_env_hold_no_credentials(monkeypatch: pytest.Monkey
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     options = storage.storage_options("s3://bkt/k")
-    assert options == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}
+    assert options == {
+        "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"},
+        "config_kwargs": {"connect_timeout": 120.0, "read_timeout": 120.0},  # StageTimeouts.io_s
+    }
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:8333")
     assert storage.storage_options("s3://bkt/k")["client_kwargs"]["endpoint_url"] == "http://127.0.0.1:8333"
     assert storage.storage_options("/local/x") == {}

@@ -1,7 +1,10 @@
 """Source photo loading: any common still image to an 8-bit RGB array, or a clear :class:`ImageError`.
 
 The reference reads ``.jpg/.png/.jpeg`` files with OpenCV ``IMREAD_COLOR`` (SPEC §2.1). We read with Pillow,
-by content (not by extension, so ``.PNG``/``.JPG`` work: quirk 27 fixed), and match what OpenCV returns:
+by content (not by extension, so ``.PNG``/``.JPG`` work: quirk 27 fixed), and match what OpenCV returns.
+A video given as the photo (decided by content: MP4/QuickTime, Matroska/WebM, AVI, FLV, MPEG) gives its
+first frame, as the reference does for a video source (:func:`first_video_frame`; decoded with ffmpeg).
+For still images:
 
 * EXIF orientation is applied (OpenCV's ``IMREAD_COLOR`` applies it too);
 * alpha is **dropped, not composited**: an RGBA pixel keeps its RGB values whatever its alpha, exactly
@@ -52,7 +55,8 @@ class LoadedImage:
     Attributes:
         pixels: (H, W, 3) uint8 RGB, C-contiguous, orientation applied.
         path: the name it was loaded from (for messages).
-        format: ``PNG``, ``JPEG``, ``WebP`` or ``BMP``.
+        format: ``PNG``, ``JPEG``, ``WebP``, ``BMP``, or ``video`` (a clip given as the photo: its first
+            frame, decided by content).
         mode: the Pillow mode of the file before conversion (``RGBA``, ``I;16``, ``CMYK`` ...).
         exif_transposed: True when an EXIF orientation tag rotated or flipped the pixels.
     """
@@ -80,10 +84,55 @@ def load_image(path: str | Path, *, min_side: int = MIN_SIDE, max_pixels: int = 
     if not path.is_file():
         raise ImageError(str(path), "file not found" if not path.exists() else "not a regular file")
     try:
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+        kind = sniff_media(head)
+        if kind is not None and kind[0] == "video":  # a clip as the source: its first frame (SPEC §2.1)
+            return first_video_frame(path, str(path), kind[1], min_side=min_side, max_pixels=max_pixels)
         data = path.read_bytes()
     except OSError as exc:
         raise ImageError(str(path), f"cannot read the file ({exc})") from exc
     return decode_image(data, str(path), min_side=min_side, max_pixels=max_pixels)
+
+
+def first_video_frame(
+    path: str | Path,
+    name: str,
+    container: str = "video",
+    *,
+    min_side: int = MIN_SIDE,
+    max_pixels: int = MAX_PIXELS,
+) -> LoadedImage:
+    """The first frame of the video at ``path`` as the source photo (the reference uses a video source's
+    first frame; paste-back in the ``full`` modes then uses that frame too). ``format`` is ``video``.
+
+    Raises:
+        ImageError: the video cannot be decoded, has no video stream or no frame, or is too small / large.
+    """
+    from sadtalker.errors import InputError
+    from sadtalker.qc.decode import FrameReader
+    from sadtalker.video.ffmpeg import probe
+
+    try:
+        info = probe(path)
+    except InputError as exc:
+        raise ImageError(name, f"a video file ({container}) that cannot be read: {exc.problem}") from exc
+    if not info.has_video or not info.width or not info.height:
+        raise ImageError(name, f"a media file ({container}) without a video stream, not a photo")
+    width, height = int(info.width), int(info.height)
+    if width * height > max_pixels:
+        raise ImageError(name, f"video frames too large: {width}×{height} px")
+    frames = iter(FrameReader(path, width, height))
+    try:
+        first = next(frames, None)
+    finally:
+        frames.close()  # stops (and reaps) ffmpeg after one frame
+    if first is None:
+        raise ImageError(name, f"a video file ({container}) without a decodable frame")
+    if min(width, height) < min_side:
+        raise ImageError(name, f"image too small: {width}×{height} px (at least {min_side} px per side)")
+    pixels = np.ascontiguousarray(first)
+    return LoadedImage(pixels=pixels, path=name, format="video", mode="RGB", exif_transposed=False)
 
 
 def decode_image(
@@ -95,15 +144,21 @@ def decode_image(
     """
     if len(data) == 0:
         raise ImageError(name, "empty file (0 bytes)")
+    kind = sniff_media(data[:512])
+    if kind is not None and kind[0] == "video":
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="sadtalker-video-") as tmp:
+            local = Path(tmp) / "source"
+            local.write_bytes(data)
+            return first_video_frame(local, name, kind[1], min_side=min_side, max_pixels=max_pixels)
     try:
         with warnings.catch_warnings():
             # We enforce our own pixel limit below; Pillow's warning would only add noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
-        raise ImageError(
-            name, "not an image (unrecognised content; expected PNG, JPEG, WebP or BMP)"
-        ) from exc
+        raise ImageError(name, _not_an_image(data)) from exc
     except Image.DecompressionBombError as exc:
         raise ImageError(name, f"image too large ({exc})") from exc
     except Exception as exc:  # Pillow raises many types on malformed headers
@@ -136,6 +191,51 @@ def decode_image(
     if min(w, h) < min_side:
         raise ImageError(name, f"image too small: {w}×{h} px (at least {min_side} px per side needed)")
     return LoadedImage(pixels=pixels, path=name, format=fmt, mode=mode, exif_transposed=transposed)
+
+
+#: ISO base media (``....ftyp<brand>``) brands of still images: HEIF/HEIC (phones) and AVIF.
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"}
+_AUDIO_BRANDS = {b"M4A ", b"M4B ", b"M4P "}
+
+
+def sniff_media(data: bytes) -> tuple[str, str] | None:
+    """What the first bytes of a file say it is: ``("video" | "audio" | "heif", container)`` or None.
+
+    Decides by content, never by name: a clip named ``photo.png`` is a video."""
+    head = data[:16]
+    kind = None
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in _HEIF_BRANDS:
+            return "heif", "AVIF" if brand.startswith(b"avi") else "HEIF/HEIC"
+        kind = ("audio", "M4A") if brand in _AUDIO_BRANDS else ("video", "MP4/QuickTime")
+    elif head[4:8] in (b"moov", b"mdat", b"wide", b"free", b"skip"):  # QuickTime without an ftyp box
+        kind = ("video", "QuickTime")
+    elif head.startswith(b"\x1aE\xdf\xa3"):
+        kind = ("video", "Matroska/WebM")
+    elif head.startswith(b"RIFF") and head[8:12] in (b"AVI ", b"WAVE"):
+        kind = ("video", "AVI") if head[8:12] == b"AVI " else ("audio", "WAV")
+    elif head.startswith(b"FLV\x01"):
+        kind = ("video", "FLV")
+    elif head.startswith(b"\x00\x00\x01\xba") or data[:377:188] == b"GGG":
+        kind = ("video", "MPEG")
+    elif head.startswith((b"ID3", b"fLaC", b"OggS")):
+        kind = ("audio", {b"I": "MP3", b"f": "FLAC", b"O": "Ogg"}[head[:1]])
+    return kind
+
+
+def _not_an_image(data: bytes) -> str:
+    """Why ``data`` is no photo Pillow can read, naming what it is when the first bytes say so: an audio
+    file (photo and speech swapped) or a HEIF/AVIF photo (videos are read by :func:`first_video_frame`)."""
+    kind = sniff_media(data)
+    if kind is not None and kind[0] == "heif":
+        return f"unsupported image format {kind[1]}; convert it to PNG, JPEG, WebP or BMP"
+    if kind is None:
+        return "not an image (unrecognised content; expected PNG, JPEG, WebP or BMP)"
+    what, container = kind
+    if what == "audio":
+        return f"an audio file ({container}), not a photo (photo and speech swapped?)"
+    return f"a video file ({container}), not a still photo: give a PNG, JPEG, WebP or BMP image"
 
 
 def _apply_exif_orientation(image: Image.Image, name: str) -> tuple[Image.Image, bool]:
@@ -172,6 +272,8 @@ def _strip_to_rgb8(image: Image.Image) -> np.ndarray:
     mode = image.mode
     if mode == "RGB":
         return np.asarray(image, dtype=np.uint8)
+    if mode == "L":  # broadcast into the 3 channels by the caller (Pillow's L -> RGB replicates too)
+        return np.asarray(image, dtype=np.uint8)[:, :, None]
     if mode.startswith("I;16") or mode == "I":
         # 16-bit greyscale (Pillow reads 16-bit RGB PNGs as 8-bit RGB itself, also by the high byte).
         values = np.asarray(image).astype(np.int64)

@@ -9,6 +9,10 @@ not redistributable here; the landmarks only have to be good 68-point landmarks,
 * :class:`DlibBackend` (offline, small): dlib's HOG detector + 68-point shape predictor from the
   ``face-recognition-models`` package.
 
+Each backend has an ``identity``: its name and one SHA-256 over the files its results come from
+(:func:`landmarker_identity`); face cache keys include it, so faces found by one backend (or by other
+weights) are never reused by another.
+
 Channel order: both backends take RGB, as they were trained (the reference's RGB/BGR swaps, quirk 9,
 belong to facexlib's networks and have no meaning for these). Boxes are clamped to the image (the
 reference's negative-slice bug, quirk 14, cannot happen). :func:`find_face` picks one face, detecting on a
@@ -17,11 +21,12 @@ downscaled copy of very large photos, and raises :class:`NoFaceError` when there
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -109,6 +114,28 @@ def dlib_model_path(name: str = "shape_predictor_68_face_landmarks.dat") -> Path
     return path
 
 
+def dlib_files(predictor_path: str | Path | None = None) -> dict[str, Path]:
+    """The files the dlib backend's landmarks come from, by stable name: the 68-point model (default: the
+    one in ``face-recognition-models``) and dlib's compiled module ``_dlib_pybind11`` (``dlib-bin``), which
+    holds the HOG face detector. Found without importing dlib."""
+    spec = importlib.util.find_spec("_dlib_pybind11")
+    if spec is None or not spec.origin:
+        raise FileNotFoundError("dlib's compiled module _dlib_pybind11 is not installed (dlib-bin)")
+    predictor = Path(predictor_path or dlib_model_path())
+    return {predictor.name: predictor, "_dlib_pybind11": Path(spec.origin)}
+
+
+def weights_digest(files: Mapping[str, Path]) -> str:
+    """One SHA-256 over ``{name: file}``: each file's SHA-256 (computed once per process per file, see
+    :func:`sadtalker.weights.download.sha256_file`) with its name, in name order."""
+    from sadtalker.weights.download import sha256_file
+
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(f"{name}\0{sha256_file(files[name])}\n".encode())
+    return digest.hexdigest()
+
+
 class DlibBackend:
     """dlib HOG frontal-face detector + 68-point shape predictor (offline, CPU, ~30 ms per 512 px photo).
 
@@ -129,7 +156,9 @@ class DlibBackend:
 
         self.upsample = upsample
         self._detector = dlib.get_frontal_face_detector()
-        self._predictor = dlib.shape_predictor(str(predictor_path or dlib_model_path()))
+        predictor = Path(predictor_path or dlib_model_path())
+        self._predictor = dlib.shape_predictor(str(predictor))
+        self.identity = {"backend": self.name, "weights": weights_digest(dlib_files(predictor))}
         self._rectangle = dlib.rectangle
         self._lock = threading.Lock()  # one detector object shared by threads: serialise calls
 
@@ -168,6 +197,7 @@ class FaceAlignmentBackend:
         from sadtalker.weights.face_models import resolve_face_alignment_weights
 
         paths = resolve_face_alignment_weights()  # raises before face-alignment could try to download
+        self.identity = {"backend": self.name, "weights": weights_digest(paths)}
         import face_alignment
 
         self._model = face_alignment.FaceAlignment(
@@ -214,6 +244,42 @@ LANDMARKERS: dict[str, Callable[..., FaceLandmarker]] = {
 LandmarkerKind = Literal["auto", "face-alignment", "dlib"]
 
 
+def resolve_landmarker_kind(kind: LandmarkerKind = "auto") -> str:
+    """The backend ``kind`` stands for: ``auto`` is ``face-alignment`` when its two weight files are in place
+    and verified, else ``dlib`` (with a warning); the others are themselves."""
+    if kind == "auto":
+        from sadtalker.errors import WeightsError
+        from sadtalker.weights.face_models import resolve_face_alignment_weights
+
+        try:
+            resolve_face_alignment_weights()
+        except WeightsError as exc:
+            log.warning("landmarks: using the dlib backend (%s)", exc)
+            return "dlib"
+        return "face-alignment"
+    if kind in LANDMARKERS:
+        return kind
+    raise ValueError(f"unknown landmark backend {kind!r}; choose one of auto, {', '.join(LANDMARKERS)}")
+
+
+def landmarker_identity(kind: LandmarkerKind = "auto") -> dict[str, str]:
+    """``{"backend": name, "weights": SHA-256}`` of the backend ``kind`` resolves to, without building it:
+    face-alignment: its two verified weight files; dlib: the 68-point model and the compiled module that
+    holds the detector (:func:`weights_digest`). The same as the built backend's ``identity``.
+
+    Raises:
+        WeightsError: ``face-alignment`` asked for and its files are missing or corrupt.
+    """
+    backend = resolve_landmarker_kind(kind)
+    if backend == "face-alignment":
+        from sadtalker.weights.face_models import resolve_face_alignment_weights
+
+        files: Mapping[str, Path] = resolve_face_alignment_weights()
+    else:
+        files = dlib_files()
+    return {"backend": backend, "weights": weights_digest(files)}
+
+
 def make_landmarker(kind: LandmarkerKind = "auto", device: str = "cpu") -> FaceLandmarker:
     """Build a landmark backend by name.
 
@@ -223,21 +289,8 @@ def make_landmarker(kind: LandmarkerKind = "auto", device: str = "cpu") -> FaceL
             a warning).
         device: for face-alignment (dlib runs on the CPU).
     """
-    if kind == "auto":
-        from sadtalker.errors import WeightsError
-        from sadtalker.weights.face_models import resolve_face_alignment_weights
-
-        try:
-            resolve_face_alignment_weights()
-        except WeightsError as exc:
-            log.warning("landmarks: using the dlib backend (%s)", exc)
-            return DlibBackend()
-        return FaceAlignmentBackend(device=device)
-    if kind == "face-alignment":
-        return FaceAlignmentBackend(device=device)
-    if kind == "dlib":
-        return DlibBackend()
-    raise ValueError(f"unknown landmark backend {kind!r}; choose one of auto, {', '.join(LANDMARKERS)}")
+    backend = resolve_landmarker_kind(kind)
+    return FaceAlignmentBackend(device=device) if backend == "face-alignment" else DlibBackend()
 
 
 @dataclass(frozen=True, eq=False)
@@ -268,7 +321,8 @@ def find_face(
     min_face_size: float = MIN_FACE_SIZE,
     max_detect_side: int = MAX_DETECT_SIDE,
 ) -> FaceSelection:
-    """Detect faces and pick one: the largest box (default) or the best score.
+    """Detect faces and pick one: the largest box (default) or the best score. When the detector finds
+    more than one face (usable or not), a warning names the photo and says how many.
 
     Photos with a side above ``max_detect_side`` are detected on a copy downscaled to that side
     (OpenCV area interpolation); boxes and landmarks are mapped back to original pixels.
@@ -308,11 +362,14 @@ def find_face(
         )
     key = (lambda f: f.area) if select == "largest" else (lambda f: f.score)
     chosen = max(usable, key=key)
-    if len(usable) > 1:
-        log.info(
-            "%s: %d faces found, using the %s one",
+    if len(faces) > 1:
+        # Several people (or a face in a poster behind one): which one is animated is worth a warning,
+        # also when the others are too small to be candidates (FaceSelection.num_faces records it too).
+        log.warning(
+            "%s: %d faces found%s, using the %s one",
             path,
-            len(usable),
+            len(faces),
+            f" ({len(usable)} large enough)" if len(usable) < len(faces) else "",
             "largest" if select == "largest" else "best",
         )
     return FaceSelection(

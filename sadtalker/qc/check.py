@@ -21,6 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from sadtalker.errors import StageTimeout
 from sadtalker.qc import face as face_mod
 from sadtalker.qc.decode import FrameReader, decode_audio
 from sadtalker.qc.frames import FrameChecks, FrameStats
@@ -383,6 +384,8 @@ def check_video(
         info = probe(video)
         readable = info.has_video and bool(info.width) and bool(info.height)
         why = "no video stream"
+    except StageTimeout:  # out of time is not a verdict on the file
+        raise
     except Exception as exc:  # InputError / FFmpegError: the file is damaged or not a video
         info, readable, why = None, False, str(exc).splitlines()[-1] if str(exc) else type(exc).__name__
     if not readable:

@@ -4,6 +4,7 @@ Frames: ``ffmpeg -i VIDEO -f rawvideo -pix_fmt rgb24 -`` read one frame at a tim
 stays at one frame (plus the pipe's buffer) whatever the clip's length. ``max_side`` downscales large videos
 inside ffmpeg (area filter) before they cross the pipe. Decoding errors (a truncated file, corrupt
 packets) are collected from ffmpeg's stderr and reported, never raised: QC must describe a broken file.
+Running past the stage's deadline (``sadtalker.timeouts``) is raised: ffmpeg's process group is killed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sadtalker.video.ffmpeg import ffmpeg_exe
+from sadtalker.timeouts import effective_limit
+from sadtalker.video.ffmpeg import Watchdog, ffmpeg_exe, kill_process_group, popen, run_process, timeout_error
 
 #: stderr lines that mean the file is damaged (ffmpeg still exits 0 for many of them).
 _ERROR_RE = re.compile(
@@ -104,7 +106,11 @@ class FrameReader:
         cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-i", str(self.path), "-map", "0:v:0"]
         cmd += ["-vf", f"scale={w}:{h}:flags=area", "-fps_mode", "passthrough"]
         cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        limit, deadline = effective_limit()
+        if deadline is not None:
+            deadline.check(f"decoding {self.path.name}: not started")
+        proc = popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        watchdog = Watchdog(proc, limit)  # a stuck decoder is killed at the stage's deadline
         assert proc.stdout is not None and proc.stderr is not None
         reader = _StderrReader(proc.stderr)
         size = w * h * 3
@@ -118,8 +124,9 @@ class FrameReader:
                 self.frames += 1
                 yield np.frombuffer(data, dtype=np.uint8).reshape(h, w, 3)
         finally:
-            if not finished:
-                proc.kill()  # the consumer stopped early (or raised)
+            watchdog.cancel()
+            if not finished or watchdog.fired:
+                kill_process_group(proc)  # the consumer stopped early (or raised), or the time was up
             proc.stdout.close()
             self.returncode = proc.wait()
             reader.join()
@@ -128,6 +135,8 @@ class FrameReader:
             match = _PIXFMT_RE.search(self.stderr)
             if match:
                 self.codec, self.pix_fmt = match.group(1), match.group(2)
+        if watchdog.fired:
+            raise timeout_error(f"decoding {self.path.name}", limit, deadline, self.stderr, cmd)
 
 
 def decode_audio(path: str | Path, sample_rate: int = 16_000) -> tuple[np.ndarray | None, str | None]:
@@ -139,7 +148,7 @@ def decode_audio(path: str | Path, sample_rate: int = 16_000) -> tuple[np.ndarra
     """
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0"]
     cmd += ["-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-acodec", "pcm_f32le", "-"]
-    proc = subprocess.run(cmd, capture_output=True, check=False)
+    proc = run_process(cmd, f"decoding the audio of {Path(path).name}", check=False)
     if proc.returncode != 0:
         tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["ffmpeg failed"]
         if "matches no streams" in tail[0]:

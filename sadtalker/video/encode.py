@@ -19,6 +19,11 @@ Atomicity: ffmpeg writes ``.<stem>.<token>.sadtmp<suffix>`` in the destination f
 successful file is renamed onto the final name (``os.replace``, same filesystem). An exception inside the
 ``with`` block kills ffmpeg and deletes the temporaries. If the whole Python process is killed, ffmpeg sees
 EOF on its stdin and a temporary may remain, never the final name: :func:`remove_stale_temps` sweeps them.
+
+Time limit: ffmpeg leads a process group of its own and may run for ``timeout`` seconds, or until a few
+seconds past the running stage's deadline (``sadtalker.timeouts``; the renderer normally stops itself at
+that deadline first); past it a watchdog kills the group (a write blocked on a stuck encoder returns) and
+the writer raises ``StageTimeout`` (``FFmpegError`` for its own ``timeout``).
 """
 
 from __future__ import annotations
@@ -38,14 +43,24 @@ from typing import IO, Literal
 import ffmpeg as ffmpeg_python  # ffmpeg-python: command building only; the process is managed here
 import numpy as np
 
-from sadtalker.errors import AudioError
-from sadtalker.video.ffmpeg import FFmpegError, ffmpeg_exe, run_ffmpeg
+from sadtalker.errors import AudioError, SadTalkerError
+from sadtalker.timeouts import Deadline, effective_limit
+from sadtalker.video.ffmpeg import (
+    FFmpegError,
+    Watchdog,
+    ffmpeg_exe,
+    kill_process_group,
+    popen,
+    run_ffmpeg,
+    timeout_error,
+)
 
 log = logging.getLogger(__name__)
 
 SizePolicy = Literal["pad", "macro16"]
 _TMP_MARK = ".sadtmp"
 _GLOBAL_ARGS = ["-hide_banner", "-nostats", "-loglevel", "error", "-y"]
+_DEADLINE_GRACE_S = 5.0  # how long past the stage's deadline a stuck encoder is given before it is killed
 
 
 def _temp_name(final: Path, kind: str = "") -> Path:
@@ -125,6 +140,8 @@ class VideoWriter:
         size_policy: odd-size handling, see the module docstring.
         audio_rate: output sample rate (reference: 16000); None keeps the input's.
         threads: ffmpeg encoder threads (None: ffmpeg's default, all cores).
+        timeout: seconds ffmpeg may run from the first frame to the finished file (None: no limit of its
+            own); the running stage's deadline applies too, whichever comes first.
     """
 
     def __init__(
@@ -139,6 +156,7 @@ class VideoWriter:
         size_policy: SizePolicy = "pad",
         audio_rate: int | None = 16000,
         threads: int | None = None,
+        timeout: float | None = None,
     ):
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
@@ -157,12 +175,16 @@ class VideoWriter:
         self.size_policy = size_policy
         self.audio_rate = audio_rate
         self.threads = threads
+        self.timeout = timeout
         self.frames_written = 0
         #: (width, height) of the frames given, and of the encoded file; known after the first frame.
         self.frame_size: tuple[int, int] | None = None
         self.output_size: tuple[int, int] | None = None
         self._proc: subprocess.Popen | None = None
         self._stderr: _StderrTail | None = None
+        self._watchdog: Watchdog | None = None
+        self._limit: float | None = None
+        self._deadline: Deadline | None = None
         self._cmd: list[str] = []
         self._temps: list[Path] = []
         self._video_tmp: Path | None = None
@@ -234,14 +256,28 @@ class VideoWriter:
         compiled = node.compile(cmd=ffmpeg_exe())
         self._cmd = [compiled[0], *_GLOBAL_ARGS, *compiled[1:]]
         log.debug("ffmpeg: %s", " ".join(self._cmd))
+        self._limit, self._deadline = effective_limit(self.timeout)
+        if self._deadline is not None:
+            self._deadline.check(f"encoding {self.path.name}: not started")
         try:
-            self._proc = subprocess.Popen(
+            self._proc = popen(
                 self._cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
             )
         except OSError as exc:
             raise FFmpegError(f"cannot start ffmpeg ({exc})", None, cmd=self._cmd) from exc
+        # Past the stage's deadline the renderer stops itself at its next batch (and abort() kills ffmpeg);
+        # the watchdog, a grace later, is for a writer blocked on a stuck encoder.
+        grace = _DEADLINE_GRACE_S if self._deadline is not None and self._limit is not None else 0.0
+        self._watchdog = Watchdog(self._proc, None if self._limit is None else self._limit + grace)
         assert self._proc.stderr is not None
         self._stderr = _StderrTail(self._proc.stderr)
+
+    @property
+    def _timed_out(self) -> bool:
+        return self._watchdog is not None and self._watchdog.fired
+
+    def _timeout_error(self, stderr: str) -> SadTalkerError:
+        return timeout_error(f"encoding {self.path.name}", self._limit, self._deadline, stderr, self._cmd)
 
     def _audio_kwargs(self) -> dict[str, object]:
         kwargs: dict[str, object] = {"acodec": "aac"}
@@ -274,13 +310,14 @@ class VideoWriter:
             try:
                 self._proc.stdin.write(np.ascontiguousarray(frame).data)
             except (BrokenPipeError, OSError) as exc:  # ffmpeg died: report why, from its stderr
-                try:
-                    self._proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-                    self._proc.wait()
+                if not self._timed_out:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        self._proc.wait(timeout=30)
+                kill_process_group(self._proc)
                 stderr = self._stderr.text() if self._stderr else ""
                 self._cleanup()
+                if self._timed_out:
+                    raise self._timeout_error(stderr) from None
                 raise FFmpegError(
                     "ffmpeg stopped while encoding", self._proc.returncode, stderr, self._cmd
                 ) from exc
@@ -310,8 +347,10 @@ class VideoWriter:
             assert self._proc.stdin is not None and self._video_tmp is not None
             with contextlib.suppress(BrokenPipeError, OSError):  # the exit status below tells what happened
                 self._proc.stdin.close()
-            returncode = self._proc.wait()
+            returncode = self._proc.wait()  # bounded: the watchdog kills a stuck encoder at its limit
             stderr = self._stderr.text() if self._stderr else ""
+            if self._timed_out:
+                raise self._timeout_error(stderr)
             if returncode != 0:
                 raise FFmpegError(f"ffmpeg failed writing {self.path.name}", returncode, stderr, self._cmd)
             result = self._video_tmp
@@ -346,15 +385,15 @@ class VideoWriter:
 
     def abort(self) -> None:
         """Stop ffmpeg and delete every temporary; the final path is left untouched. Idempotent."""
-        if self._proc is not None and self._proc.poll() is None:
-            with contextlib.suppress(OSError):
-                self._proc.kill()
+        if self._proc is not None:
             with contextlib.suppress(Exception):
-                self._proc.wait(timeout=10)
+                kill_process_group(self._proc)  # a no-op once ffmpeg is reaped
         self._cleanup()
         self._closed = True
 
     def _cleanup(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self._proc is not None:
             for stream in (self._proc.stdin, self._proc.stderr):
                 if stream is not None:

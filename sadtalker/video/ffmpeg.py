@@ -5,21 +5,30 @@ The binary is ``$SADTALKER_FFMPEG``, else ``ffmpeg`` on ``PATH``, else the stati
 ``ffprobe``, so :func:`probe` uses ``ffprobe`` when one is found and otherwise reads the same facts from the
 ffmpeg binary itself (stream headers on stderr plus a packet listing from the ``framecrc`` muxer, which
 copies packets without decoding, so it is fast).
+
+Every process started here (and by the encoder and the QC decoder) leads a process group of its own and runs
+at most until the running stage's deadline (``sadtalker.timeouts``): past it the whole group is killed and
+reaped, so a hung ffmpeg neither holds the batch nor outlives it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 from sadtalker.errors import InputError, SadTalkerError
+from sadtalker.timeouts import Deadline, effective_limit
 
 #: Environment variables that name the binaries explicitly (a path, or a name looked up on PATH).
 FFMPEG_ENV = "SADTALKER_FFMPEG"
@@ -87,17 +96,113 @@ def ffprobe_exe() -> str | None:
     return shutil.which("ffprobe")
 
 
-def run_ffmpeg(args: Sequence[str], what: str, timeout: float | None = None) -> subprocess.CompletedProcess:
-    """Run ``ffmpeg <args>`` to completion, capturing output; raise :class:`FFmpegError` on failure."""
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", *args]
+# --- processes: own process group, time limits, no orphans ------------------------------------------------
+
+
+def popen(cmd: Sequence[str], **kwargs: Any) -> subprocess.Popen:
+    """Start ``cmd`` as the leader of a process group of its own, so that :func:`kill_process_group` also
+    reaches whatever it started (a wrapper script's children)."""
+    if os.name == "posix":
+        kwargs.setdefault("start_new_session", True)
+    return subprocess.Popen(list(cmd), **kwargs)
+
+
+def _signal_group(proc: subprocess.Popen) -> None:
+    if proc.returncode is not None:  # already reaped: its pid no longer names our group
+        return
     try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        stderr = (exc.stderr or b"").decode("utf-8", "replace")
-        raise FFmpegError(f"{what}: timed out after {timeout} s", None, stderr, cmd) from exc
-    if proc.returncode != 0:
-        raise FFmpegError(what, proc.returncode, proc.stderr.decode("utf-8", "replace"), cmd)
-    return proc
+        if hasattr(os, "killpg"):
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:  # pragma: no cover - Windows
+            proc.kill()
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(OSError):
+            proc.kill()
+
+
+def kill_process_group(proc: subprocess.Popen, reap_timeout: float = 10.0) -> None:
+    """SIGKILL ``proc`` and every process of its group (:func:`popen`), then reap it. Idempotent."""
+    _signal_group(proc)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=reap_timeout)
+
+
+def timeout_error(
+    what: str, limit: float | None, deadline: Deadline | None, stderr: str = "", cmd: Sequence[str] = ()
+) -> SadTalkerError:
+    """The error of a process killed at its limit: the stage's ``StageTimeout`` when the stage's deadline
+    was the binding limit, else an :class:`FFmpegError` saying how long it was given."""
+    if deadline is not None:
+        return deadline.error(f"{what}: ffmpeg was killed")
+    return FFmpegError(f"{what}: timed out after {limit or 0:g} s; ffmpeg was killed", None, stderr, cmd)
+
+
+class Watchdog:
+    """Kills a streaming process's group (frames piped in or out, where no call takes a timeout) when
+    ``limit_s`` passes; a blocked read or write then returns. ``fired`` says it did. ``None``: no limit."""
+
+    def __init__(self, proc: subprocess.Popen, limit_s: float | None):
+        self.proc = proc
+        self.limit_s = limit_s
+        self.fired = False
+        self._lock = threading.Lock()
+        self._done = False
+        self._timer: threading.Timer | None = None
+        if limit_s is not None:
+            self._timer = threading.Timer(max(0.0, limit_s), self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._done or self.proc.returncode is not None:
+                return
+            self.fired = True
+            _signal_group(self.proc)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+def run_process(
+    cmd: Sequence[str], what: str, timeout: float | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run ``cmd`` (ffmpeg, ffprobe) to completion, capturing its output (bytes), for at most ``timeout``
+    seconds or the running stage's remaining time (``sadtalker.timeouts``), whichever is shorter.
+
+    Past that its process group is killed and reaped and :func:`timeout_error` is raised. ``check``: a
+    non-zero exit raises :class:`FFmpegError` with the tail of its stderr.
+    """
+    limit, deadline = effective_limit(timeout)
+    if deadline is not None:
+        deadline.check(f"{what}: not started")
+    try:
+        proc = popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise FFmpegError(f"{what}: cannot start {Path(cmd[0]).name} ({exc})", None, cmd=cmd) from exc
+    try:
+        stdout, stderr = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        kill_process_group(proc)
+        stderr = b""
+        with contextlib.suppress(subprocess.TimeoutExpired, ValueError, OSError):
+            _, stderr = proc.communicate(timeout=5)  # the pipes close once the whole group is gone
+        raise timeout_error(what, limit, deadline, (stderr or b"").decode("utf-8", "replace"), cmd) from None
+    except BaseException:  # KeyboardInterrupt, a stage's cancellation: leave no process behind
+        kill_process_group(proc)
+        raise
+    if check and proc.returncode != 0:
+        raise FFmpegError(what, proc.returncode, stderr.decode("utf-8", "replace"), cmd)
+    return subprocess.CompletedProcess(list(cmd), proc.returncode, stdout, stderr)
+
+
+def run_ffmpeg(args: Sequence[str], what: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run ``ffmpeg <args>`` to completion, capturing output; raise :class:`FFmpegError` on failure. Limited
+    to ``timeout`` s and the running stage's deadline (:func:`run_process`)."""
+    return run_process([ffmpeg_exe(), "-hide_banner", "-nostdin", *args], what, timeout)
 
 
 @dataclass(frozen=True)
@@ -161,7 +266,7 @@ def _rate(value: str | None) -> float | None:
 def _probe_ffprobe(exe: str, path: Path) -> MediaInfo:
     # -count_packets reads packets without decoding: exact frame counts even when nb_frames is not stored.
     cmd = [exe, "-v", "error", "-count_packets", "-show_streams", "-show_format", "-of", "json", str(path)]
-    proc = subprocess.run(cmd, capture_output=True, check=False)
+    proc = run_process(cmd, f"probing {path.name}", check=False)
     if proc.returncode != 0:
         raise FFmpegError("ffprobe failed", proc.returncode, proc.stderr.decode("utf-8", "replace"), cmd)
     data = json.loads(proc.stdout or b"{}")

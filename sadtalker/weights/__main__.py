@@ -4,8 +4,9 @@
     python -m sadtalker.weights list [--dest DIR] [--no-hash]
     python -m sadtalker.weights synthetic --seed N [--out DIR] [NAME ...]
 
-``fetch`` without names, or with ``all``, fetches the current (non-legacy) SadTalker files; legacy files and
-the QC-only ``syncnet_v2.model`` (LSE-D / LSE-C; alias ``syncnet_v2``) are fetched by name. ``list`` shows
+``fetch`` without names, or with ``all``, fetches the current (non-legacy) SadTalker files; legacy files,
+the QC-only ``syncnet_v2.model`` (LSE-D / LSE-C; alias ``syncnet_v2``) and the face enhancer's
+``GFPGANv1.4.pth`` (alias ``gfpgan``) are fetched by name. ``list`` shows
 every registry file: present, verified (SHA-256 and size when the registry has them) and size. ``synthetic``
 is :func:`sadtalker.weights.synthetic.main` (deterministic fake weights for offline runs).
 """
@@ -22,9 +23,16 @@ from sadtalker.errors import WeightsError
 from sadtalker.weights.download import check_file, fetch
 from sadtalker.weights.registry import REGISTRY, cache_dir
 
-# Fetched by name only (not part of ``all``): the QC's SyncNet file. Short names accepted on the command line.
+# Fetched by name only (not part of ``all``): the QC's SyncNet file and the optional face enhancer's file.
+# Short names accepted on the command line.
 _QC_ONLY = ("syncnet_v2.model",)
-_ALIASES = {"syncnet_v2": "syncnet_v2.model", "syncnet": "syncnet_v2.model"}
+_ENHANCER_ONLY = ("GFPGANv1.4.pth",)
+_ALIASES = {
+    "syncnet_v2": "syncnet_v2.model",
+    "syncnet": "syncnet_v2.model",
+    "gfpgan": "GFPGANv1.4.pth",
+    "GFPGANv1.4": "GFPGANv1.4.pth",
+}
 
 
 def _fetch_face_alignment(dest: Path | None, progress: bool, retries: int) -> int:
@@ -49,7 +57,8 @@ def _fetch(names: list[str], dest: Path | None, progress: bool, retries: int) ->
     if names == ["face-alignment"]:
         return _fetch_face_alignment(dest, progress, retries)
     if not names or names == ["all"]:
-        names = [name for name, weight in REGISTRY.items() if not weight.legacy and name not in _QC_ONLY]
+        optional = _QC_ONLY + _ENHANCER_ONLY
+        names = [name for name, weight in REGISTRY.items() if not weight.legacy and name not in optional]
     names = [_ALIASES.get(name, name) for name in names]
     unknown = [name for name in names if name not in REGISTRY]
     if unknown:
@@ -86,6 +95,7 @@ def _list(dest: Path | None, hash_files: bool) -> int:
                 except WeightsError:
                     verified, bad = "NO (hash/size)", bad + 1
         legacy = " (legacy)" if weight.legacy else " (QC)" if name in _QC_ONLY else ""
+        legacy = " (enhancer)" if name in _ENHANCER_ONLY else legacy
         print(f"{name + legacy:<42} {'yes' if present else 'no':<8} {verified:<22} {size:>12}")
     return 1 if bad else 0
 
@@ -108,7 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_fetch.add_argument(
         "names",
         nargs="*",
-        help="file names, 'all' (default: the current SadTalker files), 'face-alignment' or 'syncnet_v2'",
+        help="file names, 'all' (default: the current SadTalker files), 'face-alignment', 'syncnet_v2' or "
+        "'gfpgan'",
     )
     p_fetch.add_argument("--dest", type=Path, default=None, help="folder (default: the weights cache)")
     p_fetch.add_argument("--no-progress", action="store_true")

@@ -7,6 +7,7 @@ state dicts) as ``<top-level key>/<state_dict key>``, e.g. ``mapping/fc_exp.weig
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -23,22 +24,36 @@ def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 
     safetensors files are read as they are. Pickles (``.pth``, ``.pth.tar``) are only ever read with
     ``torch.load(weights_only=True)``, so a file that would execute code is refused.
+
+    Raises:
+        WeightsError: one line naming the file: not found, empty, corrupt or truncated, or (a pickle)
+            refused because it holds more than tensors, naming what it would have called.
     """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"{path}: empty file (0 bytes)")
     if path.name.endswith(".safetensors"):
         from safetensors.torch import load_file
 
         try:
             return load_file(str(path), device="cpu")
         except Exception as exc:  # safetensors raises its own SafetensorError
-            raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
+            raise WeightsError(
+                f"{path}: not a readable safetensors file, corrupt or truncated ({_one_line(exc)})"
+            ) from exc
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
+        text = str(exc)
+        if "Weights only load failed" in text:  # torch's weights-only unpickler met something else
+            raise WeightsError(
+                f"{path}: refused to load: it holds more than tensors ({_unpickler_reason(text)}); only "
+                "plain tensors are loaded (torch.load weights_only=True)"
+            ) from None  # torch's message advises weights_only=False: not to be shown
         raise WeightsError(
-            f"{path}: refused to load (only plain tensors are accepted, weights_only=True): {exc}"
+            f"{path}: not a readable PyTorch checkpoint, corrupt or truncated ({_one_line(exc)})"
         ) from exc
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{path}: expected a dict of state dicts, got {type(obj).__name__}")
@@ -51,6 +66,20 @@ def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         elif isinstance(value, torch.Tensor):
             flat[str(top)] = value
     return flat
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _unpickler_reason(text: str) -> str:
+    """What torch's weights-only unpickler refused, from its (multi-line) message."""
+    found = re.search(r"GLOBAL (\S+)", text)
+    if found:
+        return f"it would call {found.group(1)}"
+    found = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    return found.group(1).strip() if found else "not plain tensors"
 
 
 def sub_state_dict(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

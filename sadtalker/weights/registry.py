@@ -100,6 +100,17 @@ REGISTRY: dict[str, WeightFile] = {
                 "served by Oxford VGG with no licence stated; not redistributed by this project"
             ),
         ),
+        # Face enhancer (the `enhancer: gfpgan` option, sadtalker.enhance), fetched by name. TencentARC does
+        # not publish a hash; this SHA-256 is the one independent download manifests pin for this URL (e.g.
+        # arktronic/sd-multi verify-resources.sh). About 349 MB; the byte count is not published either.
+        WeightFile(
+            name="GFPGANv1.4.pth",
+            urls=("https://github.com/TencentARC/GFPGAN/releases/download/v1.3.4/GFPGANv1.4.pth",),
+            sha256="e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad",
+            size=None,
+            networks={"gfpgan": "params_ema/"},
+            licence="Apache-2.0 (TencentARC/GFPGAN); not redistributed by this project",
+        ),
     )
 }
 

@@ -208,3 +208,15 @@ def test_render_command_refuses_under_official_before_any_work(weights_env, tmp_
     err = capsys.readouterr().err
     assert f"weights fetch {M229}" in err and str(folder) in err
     assert not out.exists() and loaded == []
+
+
+def test_check_weights_under_official_names_a_missing_enhancer_file(weights_env):
+    """A batch with `enhancer: gfpgan` rows is refused up front when GFPGANv1.4.pth is missing (it would
+    otherwise fail row by row at the render stage)."""
+    folder, _, official, _ = weights_env
+    official(S256, M229, M109)
+    with pytest.raises(WeightsError) as err:
+        models_mod.check_weights("official", (256,), ("crop",), enhancers=("none", "gfpgan"))
+    assert "GFPGANv1.4.pth" in str(err.value) and "weights fetch" in str(err.value)
+    report = models_mod.check_weights("official", (256,), ("crop",), enhancers=("none",))
+    assert report.kind == "official"

@@ -1,0 +1,194 @@
+"""Issue 11, finding 8: a manifest can only name files under the allowed input prefixes.
+
+Default: the manifest's own folder tree. ``..`` segments and symlinks are resolved before comparing, fsspec
+URLs are compared normalised (``s3://bucket/media/`` does not allow ``s3://bucket/media-old/``), reference
+files obey the same rule, and ``*`` (``--allow-any-path``) is the explicit one-machine opt-out. A row
+outside is invalid at validation with the reason; its file is never opened or probed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pipeline_fakes
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import flows  # noqa: F401  (offline Prefect settings first)
+from flows.cli import main as cli_main
+from flows.render_batch import render_batch
+from manifests.validate import validate_manifest, validate_records
+
+OUTSIDE = "outside the allowed input prefixes"
+
+
+def _batch(tmp_path: Path, **row: str) -> tuple[str, Path]:
+    """``tmp_path/batch/m.parquet`` with one row (``ok``) over ``p.png`` / ``s.wav`` beside it, columns
+    overridden by ``row``; also a file outside the tree, ``tmp_path/elsewhere/x.png``."""
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    (batch / "p.png").write_bytes(b"photo")
+    (batch / "s.wav").write_bytes(b"speech FRAMES=3")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "x.png").write_bytes(b"private photo")
+    record = {"id": "ok", "image": "p.png", "audio": "s.wav", **row}
+    manifest = batch / "m.parquet"
+    pq.write_table(pa.Table.from_pylist([record]), manifest)
+    return str(manifest), batch
+
+
+def _problems(report: Any) -> dict[str, str]:
+    return {str(p.column): p.problem for p in report.problems}
+
+
+def test_dotdot_escape_is_invalid(tmp_path: Path) -> None:
+    manifest, _ = _batch(tmp_path, image="../../../../../../../../etc/passwd")
+    report = validate_manifest(manifest)
+    assert not report.rows and [bad.row for bad in report.invalid] == [0]
+    problem = _problems(report)["image"]
+    assert OUTSIDE in problem and "/etc/passwd" in problem and "--allow-prefix" in problem
+    assert OUTSIDE in report.invalid[0].error
+
+
+def test_absolute_path_outside_is_invalid(tmp_path: Path) -> None:
+    manifest, _ = _batch(tmp_path, image=str(tmp_path / "elsewhere" / "x.png"))
+    report = validate_manifest(manifest)
+    assert not report.rows and OUTSIDE in _problems(report)["image"]
+    # a sibling folder whose name merely starts like the manifest's is outside too
+    (tmp_path / "batch-old").mkdir()
+    (tmp_path / "batch-old" / "s.wav").write_bytes(b"speech")
+    report = validate_records(
+        [{"id": "a", "image": "p.png", "audio": "../batch-old/s.wav"}], base=str(tmp_path / "batch")
+    )
+    assert OUTSIDE in _problems(report)["audio"]
+
+
+def test_symlink_escaping_the_tree_is_invalid(tmp_path: Path) -> None:
+    manifest, batch = _batch(tmp_path, image="link.png", audio="media/s.wav")
+    (batch / "link.png").symlink_to(tmp_path / "elsewhere" / "x.png")  # a file link out of the tree
+    (tmp_path / "elsewhere" / "s.wav").write_bytes(b"speech")
+    (batch / "media").symlink_to(tmp_path / "elsewhere", target_is_directory=True)  # a folder link
+    report = validate_manifest(manifest)
+    problems = _problems(report)
+    assert not report.rows and set(problems) == {"image", "audio"}
+    assert (
+        OUTSIDE in problems["image"]
+        and os.path.realpath(tmp_path / "elsewhere" / "x.png") in problems["image"]
+    )
+    assert OUTSIDE in problems["audio"]
+    # a link that stays inside the tree is fine
+    (batch / "inner.png").symlink_to(batch / "p.png")
+    assert validate_records(
+        [{"id": "a", "image": "inner.png", "audio": "s.wav"}], base=str(batch), allowed_prefixes=None
+    ).ok
+
+
+def test_s3_uri_outside_the_allowed_bucket_prefix_is_invalid() -> None:
+    rows = [
+        {"id": "in", "image": "s3://bkt/media/a.png", "audio": "../media/a.wav"},
+        {"id": "dotdot", "image": "s3://bkt/media/../private/a.png", "audio": "s3://bkt/media/a.wav"},
+        {"id": "lookalike", "image": "s3://bkt/media-old/a.png", "audio": "s3://bkt/media/a.wav"},
+        {"id": "bucket", "image": "s3://other/media/a.png", "audio": "s3://bkt/media/a.wav"},
+        {"id": "local", "image": "/etc/passwd", "audio": "s3://bkt/media/a.wav"},
+    ]
+    report = validate_records(
+        rows, base="s3://bkt/batches", allowed_prefixes=["s3://bkt/media/"], check_files=False
+    )
+    assert [r.id for r in report.rows] == ["in"] and report.rows[0].audio == "s3://bkt/media/a.wav"
+    assert {p.id: p.column for p in report.problems} == {
+        "dotdot": "image",
+        "lookalike": "image",
+        "bucket": "image",
+        "local": "image",
+    }
+    assert all(OUTSIDE in p.problem for p in report.problems)
+    dotdot = validate_records(
+        rows[1:2], base="s3://b/m", allowed_prefixes=["s3://bkt/media"], check_files=False
+    )
+    assert "resolves to s3://bkt/private/a.png" in _problems(dotdot)["image"]
+    # default for a manifest on S3: its own folder tree
+    report = validate_records(rows[:1], base="s3://bkt/batches", check_files=False)
+    assert not report.rows and set(_problems(report)) == {"image", "audio"}
+
+
+def test_reference_files_obey_the_same_rule(tmp_path: Path) -> None:
+    manifest, _ = _batch(
+        tmp_path, ref_pose="../elsewhere/pose.npz", ref_eyeblink="../../../../../../../../etc/hosts"
+    )
+    (tmp_path / "elsewhere" / "pose.npz").write_bytes(b"npz")
+    report = validate_manifest(manifest)
+    problems = _problems(report)
+    assert set(problems) == {"ref_eyeblink", "ref_pose"} and all(OUTSIDE in p for p in problems.values())
+
+
+def test_paths_inside_the_allowed_prefixes_are_valid(tmp_path: Path) -> None:
+    manifest, batch = _batch(tmp_path, image="../elsewhere/x.png")
+    report = validate_manifest(manifest, allowed_prefixes=[str(batch), str(tmp_path / "elsewhere") + "/"])
+    assert report.ok, report.format_problems()
+    assert report.rows[0].image == str(tmp_path / "elsewhere" / "x.png")
+    assert report.allowed_prefixes == (os.path.realpath(batch), os.path.realpath(tmp_path / "elsewhere"))
+    # the default allows the manifest's own tree, sub-folders included
+    (batch / "sub").mkdir()
+    (batch / "sub" / "q.png").write_bytes(b"photo")
+    assert validate_records(
+        [{"id": "a", "image": "sub/q.png", "audio": "./s.wav"}], base=str(batch), allowed_prefixes=None
+    ).ok
+    # an explicit list replaces the default: the manifest's folder is no longer allowed by itself
+    report = validate_manifest(manifest, allowed_prefixes=[str(tmp_path / "elsewhere")])
+    assert set(_problems(report)) == {"audio"}
+
+
+def test_opt_out_allows_any_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest, _ = _batch(tmp_path, image="../../../../../../../../etc/passwd")
+    assert validate_manifest(manifest, allowed_prefixes=["*"]).ok
+    assert cli_main(["validate", manifest]) == 1
+    assert OUTSIDE in capsys.readouterr().out
+    assert cli_main(["validate", manifest, "--allow-any-path"]) == 0
+    assert (
+        cli_main(
+            ["validate", manifest, "--allow-prefix", "/etc", "--allow-prefix", os.path.dirname(manifest)]
+        )
+        == 0
+    )
+    assert cli_main(["validate", manifest, "--allow-prefix", "/etc", "--allow-any-path"]) == 2  # one or other
+
+
+def test_submit_takes_the_same_options() -> None:
+    from flows.submit import _parser
+
+    args = _parser("sadtalker-batch").parse_args(["m.parquet", "-o", "out", "--allow-prefix", "s3://b/media"])
+    from manifests.validate import allowed_prefixes_from_args
+
+    assert allowed_prefixes_from_args(args) == ["s3://b/media"]
+    args = _parser("sadtalker-batch").parse_args(["m.parquet", "-o", "out", "--allow-any-path"])
+    assert allowed_prefixes_from_args(args) == ["*"]
+
+
+@pytest.fixture
+def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    yield from pipeline_fakes.use_in_test(monkeypatch)
+
+
+def test_the_batch_never_opens_a_file_outside(tmp_path: Path, fake_pipeline: Any) -> None:
+    manifest, batch = _batch(tmp_path, image="../elsewhere/x.png")
+    summary = render_batch(manifest=manifest, output=str(tmp_path / "out"), device="cpu")
+    row = pd.read_parquet(summary.results_uri).set_index("id").loc["ok"]
+    assert (row["status"], row["failed_stage"]) == ("failed", "validate") and OUTSIDE in row["error"]
+    assert fake_pipeline.calls("extract_face") == []
+    # the flow parameter allows it explicitly (as a deployment sets it)
+    summary = render_batch(
+        manifest=manifest,
+        output=str(tmp_path / "out"),
+        device="cpu",
+        allowed_prefixes=[str(batch), str(tmp_path / "elsewhere")],
+    )
+    assert summary.ok and fake_pipeline.calls("extract_face") == ["x.png"]
+    # and the CLI's --allow-any-path opt-out
+    assert (
+        cli_main(["run", manifest, "-o", str(tmp_path / "out2"), "--device", "cpu", "--allow-any-path"]) == 0
+    )
