@@ -70,7 +70,7 @@ def _direct(manifest: str, output: str) -> float:
         face = extract_face_task.fn(row, ctx)
         coeffs = coefficients_task.fn(row, face, ctx)
         render = render_task.fn(row, face, coeffs, ctx)
-        qc_task.fn(row, render, coeffs, ctx)
+        qc_task.fn(row, face, render, coeffs, ctx)
     return time.perf_counter() - start
 
 
