@@ -564,6 +564,9 @@ def render_batch(
         log.warning("weights: %s", warning)
     batch = batch_id or batch_id_for(manifest, checked.manifest_sha256)
     paths = BatchPaths.create(output, batch, cache)
+    # A location that cannot be written is found now, not after every row has run into it.
+    for prefix in dict.fromkeys((paths.root, paths.cache)):
+        storage.check_writable(prefix)
     ctx = StageContext(
         paths=paths,
         device=device,

@@ -242,6 +242,24 @@ def write_bytes(uri: str, data: bytes) -> str:
     )
 
 
+def check_writable(prefix: str) -> None:
+    """Write and remove a small probe object under ``prefix``, so an output location that cannot be written
+    (read-only mount, a file in the way, no bucket, refused credentials) is found before any work.
+
+    Raises:
+        OSError: naming the location and the underlying error (redacted).
+    """
+    probe = join(prefix, f".write-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        write_bytes(probe, b"probe")
+        fs, path = filesystem(probe)
+        fs.rm_file(path)
+    except Exception as exc:  # any failure here means the batch could not save its work
+        raise OSError(
+            redact(f"output location {prefix} is not writable: {type(exc).__name__}: {exc}")
+        ) from exc
+
+
 def write_json(uri: str, obj: Any) -> str:
     """Write ``obj`` as indented JSON, atomically, after :func:`redact`; returns the normalized URI."""
     return write_bytes(uri, (json.dumps(redact(obj), indent=2, sort_keys=True, default=str) + "\n").encode())
