@@ -47,19 +47,6 @@ _SHOWN_COLUMNS = [
     "total_s",
     "error",
 ]
-#: QC figures shown by ``results --qc`` (qc.parquet has every metric).
-_QC_SHOWN = [
-    "id",
-    "qc_verdict",
-    "identity_similarity",
-    "face_presence",
-    "sync_correlation",
-    "sync_offset_frames",
-    "sharpness_ratio",
-    "longest_frozen_run",
-    "av_drift_frames",
-    "qc_problems",
-]
 
 
 def _threshold_arguments(parser: argparse.ArgumentParser) -> None:
@@ -256,7 +243,10 @@ def _show_qc(results_uri: str, ids: set[str]) -> int:
         print(f"error: cannot read the QC table: {storage.redact(str(exc))}", file=sys.stderr)
         return 2
     qc = qc[qc["id"].isin(ids)]
-    columns = [c for c in _QC_SHOWN if c in qc.columns]
+    from flows.publish import HEADLINE_METRICS
+
+    shown = ["id", "qc_verdict", *HEADLINE_METRICS, "qc_problems"]
+    columns = [c for c in shown if c in qc.columns]
     table = qc[columns].astype(object).map(round_figure)
     table = table.where(table.notna(), "-")
     if "qc_problems" in table:

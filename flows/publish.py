@@ -26,6 +26,7 @@ from sadtalker import storage
 from sadtalker.paths import BatchPaths
 
 __all__ = [
+    "HEADLINE_METRICS",
     "artifact_key",
     "batch_record",
     "publish_artifacts",
@@ -37,6 +38,17 @@ __all__ = [
 ]
 
 _VERDICT_ORDER = {"fail": 0, "warn": 1, "pass": 2}
+#: The QC figures a reviewer reads first: the Prefect table artifact and ``results --qc`` show these
+#: (qc.parquet and the report have every metric).
+HEADLINE_METRICS = (
+    "identity_similarity",
+    "face_presence",
+    "sync_correlation",
+    "sync_offset_frames",
+    "sharpness_ratio",
+    "longest_frozen_run",
+    "av_drift_frames",
+)
 
 
 def round_figure(value: Any, digits: int = 3) -> Any:

@@ -42,6 +42,7 @@ from flows.journal import (
     settings_digest,
 )
 from flows.publish import (
+    HEADLINE_METRICS,
     artifact_key,
     batch_record,
     publish_artifacts,
@@ -134,15 +135,7 @@ _QC_COLUMNS = (
     "video_uri",
 )
 #: QC figures shown in the Prefect table artifact (rounded for reading), when the row has them.
-_TABLE_METRICS = (
-    "identity_similarity",
-    "face_presence",
-    "sync_correlation",
-    "sync_offset_frames",
-    "sharpness_ratio",
-    "longest_frozen_run",
-    "av_drift_frames",
-)
+_TABLE_METRICS = HEADLINE_METRICS
 _TABLE_COLUMNS = (
     "row",
     "id",
