@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
@@ -177,7 +178,8 @@ def child_window(rows: int, tmp: Path, window: int) -> dict[str, Any]:
     """The flow's row loop (window, collection, journal, final tables) over ``rows`` rows, without Prefect."""
     import flows.render_batch as rb
     from flows.journal import ResultsJournal, row_fingerprint
-    from flows.publish import write_parquet, write_qc_table
+    from flows.publish import write_qc_table
+    from flows.results import QC_COLUMNS, BatchTally
     from manifests.schema import ManifestRow
     from sadtalker.paths import BatchPaths
     from tasks.records import StageContext
@@ -188,24 +190,25 @@ def child_window(rows: int, tmp: Path, window: int) -> dict[str, Any]:
         ManifestRow(id=f"r{i}", image=f"/in/p{i % _PAIRS}.png", audio=f"/in/s{i}.wav") for i in range(rows)
     ]
     numbers = {row.id: i for i, row in enumerate(manifest_rows)}
-    runner, journal, results = _InstantRunner(), ResultsJournal(paths, rb.RESULT_SCHEMA), {}
+    runner, journal, tally = _InstantRunner(), ResultsJournal(paths, rb.RESULT_SCHEMA), BatchTally()
     samples: dict[str, float] = {"start": _rss_mb()}
     start = time.perf_counter()
     for done in rb._run_window(runner, iter(manifest_rows), numbers, ctx, window, journal.due_in):
         if done is not None:
-            number, row, result = done
-            results[number] = result
+            _, row, result = done
+            tally.add(result)
             journal.add(result, row_fingerprint("s", row))
-            if len(results) == max(rows // 10, 1):
+            if tally.total == max(rows // 10, 1):
                 samples["rss_10"] = _rss_mb()
         journal.flush_if_due()
     journal.flush()
     loop = time.perf_counter() - start
     samples["rss_100"] = _rss_mb()
     start = time.perf_counter()
-    ordered = [results[n] for n in sorted(results)]
-    write_parquet(paths.results, ordered, rb.RESULT_SCHEMA)
-    write_qc_table(paths.qc, ordered, rb._QC_COLUMNS, rb.RESULT_SCHEMA, {})
+    checked = SimpleNamespace(row_numbers=numbers, invalid=())
+    table = rb._write_results(paths, journal, checked, set())
+    write_qc_table(paths.qc, table, QC_COLUMNS, {})
+    samples["final_rows"] = table.num_rows
     final = time.perf_counter() - start
     return {
         "loop_seconds": loop,

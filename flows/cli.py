@@ -19,7 +19,11 @@ Rows may name files only under the allowed input prefixes: by default the manife
 Exit codes: 0 every row succeeded (or the manifest is valid); 1 some rows failed, QC failures included
 (invalid manifest for ``validate``; a failed flow run for ``submit --wait``); 2 the batch could not run
 (unreadable manifest, ``--strict`` with problems, bad arguments); 3 (``run``) the batch ran but its results
-were not all written (storage down at the end): the message says what the results journal saved.
+were not all written (storage down at the end): the message says what the results journal saved; 4
+(``run``) the batch stopped before every row ran because the storage or network was down (rows kept failing
+with transient faults after their retries); 128 + N (``run``) a graceful stop on signal N (143 for SIGTERM,
+130 for Ctrl-C): no new row started, the rows in flight finished and were journaled, a second signal stops
+at once. After 3, 4 or 128 + N, rerunning the same command finishes the batch.
 """
 
 from __future__ import annotations
@@ -98,7 +102,7 @@ def _run(argv: Sequence[str], prog: str) -> int:
     add_timeout_argument(parser)
     args = parser.parse_args(argv)
 
-    from flows.render_batch import ResultsNotSavedError, render_batch
+    from flows.render_batch import BatchStopped, ResultsNotSavedError, render_batch
     from sadtalker.timeouts import StageTimeouts
 
     try:
@@ -127,6 +131,11 @@ def _run(argv: Sequence[str], prog: str) -> int:
             allowed_prefixes=allowed_prefixes_from_args(args),
             timeouts=timeouts,
         )
+    except BatchStopped as exc:  # SIGTERM / Ctrl-C, or the storage breaker: what ran, what is saved
+        if exc.summary is not None:
+            _print_counts(exc.summary)
+        print(f"error: {exc}", file=sys.stderr)
+        return 128 + exc.signum if exc.signum else 4
     except ResultsNotSavedError as exc:  # it ran: say what is saved (the journal) and what is not
         if exc.summary is not None:
             _print_counts(exc.summary)

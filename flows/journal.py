@@ -140,6 +140,10 @@ class ResultsJournal:
         """Records added but not yet in a written part."""
         return len(self._pending)
 
+    def pending_table(self) -> pa.Table | None:
+        """The records not yet in a written part, as a table of the journal's columns (None: none)."""
+        return pa.Table.from_pylist(self._pending, schema=self.schema) if self._pending else None
+
     def add(self, record: Mapping[str, Any], fingerprint: str | None = None) -> None:
         """Queue a finished row's result record (``_qc_metrics``: its QC figures, as the flow keeps them)."""
         self._pending.append(_encode(record, self._names, fingerprint))
@@ -205,12 +209,15 @@ def journal_parts(paths: BatchPaths) -> list[str]:
     return [storage.join(paths.journal, base) for base in parts]
 
 
-def read_journal(paths: BatchPaths, schema: pa.Schema | None = None) -> pa.Table | None:
+def read_journal(
+    paths: BatchPaths, schema: pa.Schema | None = None, newest: pa.Table | None = None
+) -> pa.Table | None:
     """Every row's newest journaled record (parts read in name order, the last record of each row id kept),
     sorted by row number; None when there is no journal. ``schema``: add its columns missing from older
-    parts (as nulls). A part that cannot be read is skipped with a warning; listing errors raise."""
+    parts (as nulls). ``newest``: records newer than every part (those a journal could not write yet). A
+    part that cannot be read is skipped with a warning; listing errors raise."""
     uris = journal_parts(paths)
-    if not uris:
+    if not uris and newest is None:
         return None
 
     def read(uri: str) -> pa.Table | None:
@@ -220,8 +227,10 @@ def read_journal(paths: BatchPaths, schema: pa.Schema | None = None) -> pa.Table
             _log.warning("results journal: skipping unreadable part %s: %s", storage.redact(uri), exc)
             return None
 
-    with ThreadPoolExecutor(max_workers=min(_READERS, len(uris))) as pool:
+    with ThreadPoolExecutor(max_workers=max(min(_READERS, len(uris)), 1)) as pool:
         tables = [t for t in pool.map(read, uris) if t is not None and t.num_rows]
+    if newest is not None and newest.num_rows:
+        tables.append(newest)
     if not tables:
         return None
     table = pa.concat_tables(tables, promote_options="permissive")

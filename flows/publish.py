@@ -16,10 +16,11 @@ import io
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sadtalker import storage
@@ -32,12 +33,11 @@ __all__ = [
     "publish_artifacts",
     "round_figure",
     "versions",
-    "write_parquet",
     "write_qc_table",
+    "write_table",
     "write_report_and_index",
 ]
 
-_VERDICT_ORDER = {"fail": 0, "warn": 1, "pass": 2}
 #: The QC figures a reviewer reads first: the Prefect table artifact and ``results --qc`` show these
 #: (qc.parquet and the report have every metric).
 HEADLINE_METRICS = (
@@ -85,11 +85,8 @@ def artifact_key(manifest: str, deployment: str | None) -> str:
     return "render-batch-" + (re.sub(r"[^a-z0-9-]+", "-", base.lower()).strip("-") or "batch")
 
 
-def write_parquet(uri: str, rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> None:
-    """``rows`` (redacted) as Parquet with ``schema``, written atomically to ``uri``."""
-    table = pa.Table.from_pylist(
-        [storage.redact({c: r.get(c) for c in schema.names}) for r in rows], schema=schema
-    )
+def write_table(uri: str, table: pa.Table) -> None:
+    """``table`` as Parquet, written atomically to ``uri`` (its values are redacted by whoever built it)."""
     sink = io.BytesIO()
     pq.write_table(table, sink)
     storage.write_bytes(uri, sink.getvalue())
@@ -97,72 +94,66 @@ def write_parquet(uri: str, rows: Sequence[Mapping[str, Any]], schema: pa.Schema
 
 def write_qc_table(
     uri: str,
-    rows: Sequence[Mapping[str, Any]],
+    results: pa.Table,
     leading: Sequence[str],
-    schema: pa.Schema,
     thresholds: Mapping[str, Any],
+    batch_rows: int = 4096,
 ) -> int:
-    """``qc.parquet``: the rows that have a QC verdict, ``leading`` columns first (typed by ``schema`` where
-    it names them), then every metric (``<name>``, ``<name>__verdict``) in name order, then ``thresholds``
-    (every threshold the batch used, JSON). Returns the number of rows."""
-    checked = [r for r in rows if r.get("qc_verdict") is not None]
-    metric_names = sorted({name for r in checked for name in (r.get("_qc_metrics") or {})})
+    """``qc.parquet`` from a batch's final results table (``flows.results.final_table``: its columns and
+    ``_qc_metrics``, JSON): the rows that have a QC verdict, ``leading`` columns first, then every metric
+    (``<name>``, ``<name>__verdict``) in name order, then ``thresholds`` (every threshold the batch used,
+    JSON). Built ``batch_rows`` rows at a time. Returns the number of rows."""
+    from flows.journal import journal_records
+
+    checked = results.filter(pc.is_valid(results["qc_verdict"]))
+    overrides = json.dumps(thresholds, sort_keys=True)
+    parts: list[tuple[int, dict[str, list[Any]]]] = []
+    for batch in checked.to_batches(max_chunksize=batch_rows):
+        rows = journal_records(pa.Table.from_batches([batch]))
+        metrics = [storage.redact(r["_qc_metrics"] or {}) for r in rows]
+        names = {n for m in metrics for n in m}
+        parts.append((len(metrics), {n: [m.get(n) for m in metrics] for n in names}))
+    metric_names = sorted({n for _, columns in parts for n in columns})
+    metric_table = (
+        pa.concat_tables(
+            [pa.table({n: columns.get(n, [None] * size) for n in metric_names}) for size, columns in parts],
+            promote_options="permissive",
+        )
+        if parts and metric_names
+        else None
+    )
     # A metric measured on the file (width, height, ...) takes the name over the render record's column of
     # the same name: a Parquet file with two columns of one name cannot be read back by pandas.
-    leading = [c for c in leading if c not in metric_names]
-    overrides = json.dumps(thresholds, sort_keys=True)
-    fields = [schema.field(c) if c in schema.names else pa.field(c, pa.string()) for c in leading]
-    table_rows = []
-    for r in checked:
-        out = {c: r.get(c) for c in leading}
-        out.update({name: (r.get("_qc_metrics") or {}).get(name) for name in metric_names})
-        out["thresholds"] = overrides
-        table_rows.append(storage.redact(out))
-    metric_table = pa.Table.from_pylist([{n: row[n] for n in metric_names} for row in table_rows] or [{}])
-    if not table_rows:
-        metric_table = metric_table.slice(0, 0)
-    fields += [metric_table.schema.field(n) for n in metric_names]
-    fields.append(pa.field("thresholds", pa.string()))
-    table = pa.Table.from_pylist(table_rows, schema=pa.schema(fields))
-    sink = io.BytesIO()
-    pq.write_table(table, sink)
-    storage.write_bytes(uri, sink.getvalue())
-    return len(table_rows)
+    columns = {c: checked[c] for c in leading if c not in metric_names}
+    columns.update({n: metric_table[n] for n in metric_names} if metric_table is not None else {})
+    columns["thresholds"] = pa.array([overrides] * checked.num_rows, pa.string())
+    table = pa.table(columns)
+    write_table(uri, table)
+    return table.num_rows
 
 
 def batch_record(
     paths: BatchPaths,
     manifest: str,
-    rows: Sequence[Mapping[str, Any]],
+    tally: Any,
     thresholds: Mapping[str, Any],
     overrides: Mapping[str, Any],
     qc_protocol: str | None,
     seconds: float,
     weight_report: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``batch.json``: what this batch was (``thresholds``: every QC threshold used, ``threshold_overrides``:
-    what the batch changed; ``weights``: official | synthetic | mixed | none, from the rows;
-    ``weights_check``: the policy and the sets resolved before any row work, each file with its SHA-256).
-    The index page lists these records."""
-    counts = {
-        "succeeded": sum(1 for r in rows if r.get("status") == "succeeded"),
-        "failed": sum(1 for r in rows if r.get("status") == "failed"),
-        "invalid": sum(1 for r in rows if r.get("failed_stage") == "validate"),
-    }
-    for verdict in ("pass", "warn", "fail"):
-        counts[f"qc_{verdict}"] = sum(1 for r in rows if r.get("qc_verdict") == verdict)
-    synthetic = {bool(r["synthetic_weights"]) for r in rows if r.get("synthetic_weights") is not None}
-    weights = {frozenset(): "none", frozenset({True}): "synthetic", frozenset({False}): "official"}.get(
-        frozenset(synthetic), "mixed"
-    )
+    """``batch.json``: what this batch was (``tally``: the ``flows.results.BatchTally`` of its rows;
+    ``thresholds``: every QC threshold used, ``threshold_overrides``: what the batch changed; ``weights``:
+    official | synthetic | mixed | none, from the rows; ``weights_check``: the policy and the sets resolved
+    before any row work, each file with its SHA-256). The index page lists these records."""
     return {
         "batch_id": paths.batch_id,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "manifest": str(storage.redact(manifest)),
         "output": str(storage.redact(paths.output)),
-        "rows": len(rows),
-        "counts": counts,
-        "weights": weights,
+        "rows": tally.total,
+        "counts": tally.counts(),
+        "weights": tally.weights_kind,
         "weights_check": dict(weight_report or {}),
         "versions": versions(),
         "thresholds": dict(thresholds),
@@ -182,41 +173,28 @@ def write_report_and_index(paths: BatchPaths) -> tuple[str, str]:
     return build_report(paths.root), build_index(paths.output)
 
 
-def _worst(rows: Iterable[Mapping[str, Any]], limit: int) -> list[Mapping[str, Any]]:
-    """Run failures, then QC failures, then warnings, in manifest order within each group."""
-
-    def rank(r: Mapping[str, Any]) -> tuple[int, int]:
-        if r.get("status") == "failed" and r.get("failed_stage") != "qc":
-            return (0, int(r.get("row") or 0))
-        return (1 + _VERDICT_ORDER.get(str(r.get("qc_verdict")), 3), int(r.get("row") or 0))
-
-    bad = [r for r in rows if r.get("status") == "failed" or r.get("qc_verdict") in ("fail", "warn")]
-    return sorted(bad, key=rank)[:limit]
-
-
 def publish_artifacts(
     key: str,
     summary: Any,
     rows: Sequence[Mapping[str, Any]],
+    worst: Sequence[Mapping[str, Any]],
     manifest_problems: str,
     table_columns: Sequence[str],
     table_metrics: Sequence[str],
-    max_rows: int = 1000,
-    worst: int = 10,
 ) -> None:
-    """The Prefect artifacts of a batch: a table (one row per manifest row, QC figures rounded), a markdown
-    summary naming the worst items, and a link to the report."""
+    """The Prefect artifacts of a batch: a table (``rows``: the first rows of the results, QC figures
+    rounded), a markdown summary naming the ``worst`` items, and a link to the report."""
     from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
     table = []
-    for r in rows[:max_rows]:
+    for r in rows:
         entry = {c: round_figure(r.get(c)) for c in table_columns}
         if entry.get("error"):
             entry["error"] = str(entry["error"])[:200]
         metrics = r.get("_qc_metrics") or {}
         entry.update({m: round_figure(metrics.get(m)) for m in table_metrics})
         table.append(entry)
-    more = f" (first {max_rows} of {len(rows)})" if len(rows) > max_rows else ""
+    more = f" (first {len(rows)} of {summary.total})" if len(rows) < summary.total else ""
     create_table_artifact(table=table, key=key, description=f"render-batch {summary.batch_id}: QC{more}")
 
     lines = [
@@ -231,7 +209,7 @@ def publish_artifacts(
     ]
     if summary.synthetic_weights:
         lines.append("- **WARNING: rendered with SYNTHETIC weights: these videos are not real results.**")
-    bad = _worst(rows, worst)
+    bad = list(worst)
     if bad:
         lines += [
             "",

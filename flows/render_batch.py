@@ -46,22 +46,33 @@ from flows.publish import (
     artifact_key,
     batch_record,
     publish_artifacts,
-    write_parquet,
     write_qc_table,
     write_report_and_index,
+    write_table,
+)
+from flows.results import (
+    QC_COLUMNS,
+    RESULT_SCHEMA,
+    BatchTally,
+    empty_result,
+    final_table,
+    records,
+    worst_records,
 )
 from flows.runners import RunnerName, default_window, make_task_runner
+from flows.stopping import BatchStopper
 from manifests.schema import ManifestRow
 from sadtalker import storage
 from sadtalker.paths import BatchPaths, batch_id_for
-from sadtalker.timeouts import StageTimeouts
+from sadtalker.timeouts import StageTimeouts, io_scope
 from tasks import coefficients_task, extract_face_task, load_manifest, qc_task, render_task
-from tasks.common import models_module
+from tasks.common import is_transient, models_module
 from tasks.records import StageContext
 
 __all__ = [
     "RESULT_SCHEMA",
     "STAGES",
+    "BatchStopped",
     "BatchSummary",
     "ResultsNotSavedError",
     "StrictModeError",
@@ -71,69 +82,6 @@ __all__ = [
 #: The stages of a row, in order (``failed_stage`` in the results; ``validate`` for invalid rows).
 STAGES: tuple[str, ...] = ("face", "coeffs", "render", "qc")
 
-#: Columns of ``results.parquet`` (one row per manifest row, in manifest order).
-RESULT_SCHEMA = pa.schema(
-    [
-        ("row", pa.int64()),
-        ("id", pa.string()),
-        ("status", pa.string()),  # succeeded | failed
-        ("failed_stage", pa.string()),  # validate | face | coeffs | render | qc
-        ("error", pa.string()),
-        ("image", pa.string()),
-        ("audio", pa.string()),
-        ("image_sha256", pa.string()),
-        ("audio_sha256", pa.string()),
-        ("face_key", pa.string()),
-        ("coeffs_key", pa.string()),
-        ("render_key", pa.string()),
-        ("video_uri", pa.string()),
-        ("face_uri", pa.string()),
-        ("coeffs_uri", pa.string()),
-        ("qc_uri", pa.string()),
-        ("num_faces", pa.int64()),
-        ("num_frames", pa.int64()),
-        ("duration_s", pa.float64()),
-        ("audio_seconds", pa.float64()),
-        ("width", pa.int64()),
-        ("height", pa.int64()),
-        ("video_bytes", pa.int64()),
-        ("qc_verdict", pa.string()),  # pass | warn | fail (fail: the row's status is failed, stage qc)
-        ("qc_problems", pa.string()),
-        ("qc_protocol", pa.string()),
-        ("synthetic_weights", pa.bool_()),
-        ("weights", pa.string()),  # the label of exactly the files loaded: official:<sha12>+<sha12>
-        ("landmark_backend", pa.string()),  # face-alignment | dlib: the landmarker that found the face
-        ("device", pa.string()),
-        ("face_reused", pa.bool_()),
-        ("coeffs_reused", pa.bool_()),
-        ("render_reused", pa.bool_()),
-        ("qc_reused", pa.bool_()),
-        ("face_s", pa.float64()),
-        ("coeffs_s", pa.float64()),
-        ("render_s", pa.float64()),
-        ("render_wait_s", pa.float64()),
-        ("seconds_per_frame", pa.float64()),
-        ("qc_s", pa.float64()),
-        ("total_s", pa.float64()),
-    ]
-)
-#: Leading columns of ``qc.parquet`` (one row per row that has a video); every QC metric follows as a
-#: column of its own (``<metric>`` and ``<metric>__verdict``), then ``thresholds`` (JSON).
-_QC_COLUMNS = (
-    "row",
-    "id",
-    "qc_verdict",
-    "qc_problems",
-    "qc_protocol",
-    "weights",
-    "num_frames",
-    "duration_s",
-    "audio_seconds",
-    "width",
-    "height",
-    "video_bytes",
-    "video_uri",
-)
 #: QC figures shown in the Prefect table artifact (rounded for reading), when the row has them.
 _TABLE_METRICS = HEADLINE_METRICS
 _TABLE_COLUMNS = (
@@ -148,7 +96,11 @@ _TABLE_COLUMNS = (
     "error",
 )
 _TABLE_ROWS = 1000
+_WORST_ROWS = 10
 _FAILURES_KEPT = 50
+#: The batch stops submitting rows when this many rows in a row failed with a transient fault (storage or
+#: network down, a full disk) after their retries: the rest would fail the same way.
+STORAGE_BREAKER_ROWS = 3
 
 
 class StrictModeError(ValueError):
@@ -176,6 +128,41 @@ class ResultsNotSavedError(RuntimeError):
 
     def __reduce__(self) -> Any:  # picklable with its fields (Prefect may copy a flow's exception)
         args = (str(self), self.summary, self.errors, self.journal, self.journaled, self.unsaved)
+        return (type(self), args)
+
+
+class BatchStopped(RuntimeError):
+    """The batch stopped before every row ran (SIGTERM / SIGINT, or the storage breaker; ``flows.stopping``):
+    no new row was submitted, the rows in flight finished and were journaled, and no ``results.parquet``
+    was written. The message says what ran, what was saved and what was not; a rerun of the same manifest
+    finishes the batch. ``signum``: the signal (None for the breaker); ``not_run``: rows never started;
+    ``journaled`` / ``unsaved``: rows of this run in the journal / in none. The CLI exits 128 + signum
+    after a signal, 4 after the breaker."""
+
+    def __init__(
+        self,
+        message: str,
+        summary: BatchSummary | None = None,
+        signum: int | None = None,
+        not_run: int = 0,
+        journal: str | None = None,
+        journaled: int = 0,
+        unsaved: int = 0,
+    ):
+        super().__init__(message)
+        self.summary, self.signum, self.not_run, self.journal = summary, signum, not_run, journal
+        self.journaled, self.unsaved = journaled, unsaved
+
+    def __reduce__(self) -> Any:
+        args = (
+            str(self),
+            self.summary,
+            self.signum,
+            self.not_run,
+            self.journal,
+            self.journaled,
+            self.unsaved,
+        )
         return (type(self), args)
 
 
@@ -210,19 +197,14 @@ class BatchSummary:
         return self.failed == 0
 
 
-def _empty_result(number: int, row_id: str | None, image: Any = None, audio: Any = None) -> dict[str, Any]:
-    result: dict[str, Any] = dict.fromkeys(RESULT_SCHEMA.names)
-    result.update(row=number, id=row_id, image=storage.redact(image), audio=storage.redact(audio))
-    return result
-
-
-def _state_error(state: Any) -> str:
-    """``Type: message`` of a failed task run (or the state's message when it did not raise)."""
+def _state_error(state: Any) -> tuple[str, bool]:
+    """``Type: message`` of a failed task run (or the state's message when it did not raise), and whether
+    it failed with a transient fault (``tasks.common.is_transient``: storage or network, after retries)."""
     if state.is_failed() or state.is_crashed():
         exc = state.result(raise_on_failure=False)
         if isinstance(exc, BaseException):
-            return str(storage.redact(f"{type(exc).__name__}: {exc}"))
-    return str(storage.redact(state.message or state.name or "did not complete"))
+            return str(storage.redact(f"{type(exc).__name__}: {exc}")), is_transient(exc)
+    return str(storage.redact(state.message or state.name or "did not complete")), False
 
 
 def _submit_row(runner: TaskRunner, row: ManifestRow, ctx: StageContext) -> dict[str, PrefectFuture[Any]]:
@@ -236,14 +218,16 @@ def _submit_row(runner: TaskRunner, row: ManifestRow, ctx: StageContext) -> dict
 
 def _collect_row(number: int, row: ManifestRow, futures: Mapping[str, PrefectFuture[Any]]) -> dict[str, Any]:
     """The row's results: every completed stage's record, then the first failure (if any). A QC verdict
-    ``fail`` fails the row at stage ``qc`` (its video stays where it is, for the reviewer)."""
-    result = _empty_result(number, row.id, row.image, row.audio)
+    ``fail`` fails the row at stage ``qc`` (its video stays where it is, for the reviewer). ``_transient``
+    (not a column): the row failed with a transient fault (for the storage breaker)."""
+    result = empty_result(number, row.id, row.image, row.audio)
     for stage in STAGES:
         future = futures[stage]
         future.wait()
         state = future.state
         if not state.is_completed():
-            result.update(status="failed", failed_stage=stage, error=_state_error(state))
+            error, transient = _state_error(state)
+            result.update(status="failed", failed_stage=stage, error=error, _transient=transient)
             break
         record = future.result()
         result.update(record.result_fields())
@@ -293,20 +277,28 @@ def _run_window(
     ctx: StageContext,
     window: int,
     idle: Callable[[], float | None],
+    stopper: BatchStopper | None = None,
 ) -> Iterator[tuple[int, ManifestRow, dict[str, Any]] | None]:
     """Run ``rows`` (manifest order) with at most ``window`` of them submitted at once.
 
     Each row goes in as its whole chain of four tasks (:func:`_submit_row`), so a row's QC runs while the
     next rows' face, coefficients and render run. Yields ``(number, row, result)`` as each row's chain ends,
     after submitting the next row (the window stays full), and ``None`` when ``idle()`` seconds (None: a
-    minute) pass without one: the caller's chance to write its journal. Nothing here grows with the
-    manifest: at most ``window`` rows' futures are held.
+    minute) pass without one, or when ``stopper`` is stopped: the caller's chance to write its journal.
+    Once ``stopper`` is stopped no row is submitted; the rows in flight still end and are yielded. Nothing
+    here grows with the manifest: at most ``window`` rows' futures are held.
     """
-    finished: queue.SimpleQueue[PrefectFuture[Any]] = queue.SimpleQueue()
+    finished: queue.SimpleQueue[PrefectFuture[Any] | None] = queue.SimpleQueue()
     active: dict[PrefectFuture[Any], tuple[int, ManifestRow, dict[str, PrefectFuture[Any]]]] = {}
+    if stopper is not None:
+        stopper.on_wake(lambda: finished.put(None))  # SimpleQueue.put is reentrant: safe in a signal handler
 
     def fill() -> None:
-        while len(active) < window and (row := next(rows, None)) is not None:
+        while (
+            len(active) < window
+            and not (stopper is not None and stopper.stopped)
+            and (row := next(rows, None)) is not None
+        ):
             futures = _submit_row(task_runner, row, ctx)
             active[futures["qc"]] = (row_numbers[row.id], row, futures)
             futures["qc"].add_done_callback(finished.put)  # after `active` holds it: it may run at once
@@ -317,11 +309,15 @@ def _run_window(
         try:
             future = finished.get(timeout=60.0 if timeout is None else max(timeout, 0.01))
         except queue.Empty:
+            future = None
+        if future is None:  # nothing ended: time to write the journal, or a stop was asked
             yield None
             continue
         number, row, futures = active.pop(future)
         result = _collect_row(number, row, futures)
         _forget(task_runner, futures)
+        if stopper is not None:  # before refilling: a row that opens the breaker lets no other row in
+            stopper.row_ended(bool(result.get("_transient")), result["error"])
         fill()
         yield number, row, result
 
@@ -362,28 +358,28 @@ def _batch_settings(resolved: Mapping[str, Any]) -> str:
 
 
 def _resume_from_journal(
-    paths: BatchPaths, rows: Iterator[ManifestRow], row_numbers: Mapping[str, int], settings: str, log: Any
-) -> dict[int, dict[str, Any]]:
-    """The rows an earlier run of this batch finished and journaled but did not put in a
-    ``results.parquet`` (it was killed, or its storage failed): each row whose newest journaled record
-    succeeded with the same fingerprint (same row, same batch settings and weight sets) is taken as it is,
-    not run again; its ``*_reused`` flags say so. Failed rows run again."""
+    paths: BatchPaths, rows: Iterator[ManifestRow], settings: str, tally: BatchTally, log: Any
+) -> set[str]:
+    """The ids of the rows an earlier run of this batch finished and journaled but did not put in a
+    ``results.parquet`` (it was killed, stopped, or its storage failed): each row whose newest journaled
+    record succeeded with the same fingerprint (same row, same batch settings and weight sets) is taken as
+    it is, not run again (the final table marks it reused). Failed rows run again. ``tally`` counts the
+    taken rows; their records stay in the journal."""
     try:
         table = read_journal(paths, RESULT_SCHEMA)
     except Exception as exc:  # listing failed: run every row (their stored stages are still reused)
         log.warning("results journal %s unreadable, every row runs: %s", storage.redact(paths.journal), exc)
-        return {}
+        return set()
     if table is None:
-        return {}
+        return set()
     by_id = {row.id: row for row in rows}
-    taken: dict[int, dict[str, Any]] = {}
+    taken: set[str] = set()
     for record in journal_records(table.filter(pc.equal(table["status"], "succeeded"))):
         row = by_id.get(record["id"])
         if row is None or record.pop(FINGERPRINT, None) != row_fingerprint(settings, row):
             continue
-        number = row_numbers[row.id]
-        record.update(row=number, face_reused=True, coeffs_reused=True, render_reused=True, qc_reused=True)
-        taken[number] = record
+        taken.add(row.id)
+        tally.add({**record, "render_reused": True}, resumed=True)
     log.info(
         "results journal %s: %d row(s) that an earlier run of this batch finished are taken as they are "
         "(of %d journaled; failed or changed rows run again)",
@@ -392,6 +388,105 @@ def _resume_from_journal(
         table.num_rows,
     )
     return taken
+
+
+def _record_rows(
+    rows: Iterator[tuple[int, ManifestRow, dict[str, Any]] | None],
+    journal: ResultsJournal,
+    tally: BatchTally,
+    settings: str,
+    stopper: BatchStopper,
+    progress: _Progress,
+    log: Any,
+) -> int:
+    """Journal and count each row as it ends (``rows``: :func:`_run_window`); returns how many ended. Once
+    the batch stops, each row that ends is written to the journal at once."""
+    ran, announced = 0, False
+    for done in rows:
+        if done is not None:
+            _, row, result = done
+            ran += 1
+            tally.add(result)
+            journal.add(result, row_fingerprint(settings, row))
+            if result["status"] == "failed":
+                log.warning("row %s failed at %s: %s", result["id"], result["failed_stage"], result["error"])
+            progress.advance()
+        if stopper.stopped:
+            if not announced:
+                announced = True
+                log.warning(
+                    "stopping (%s): no new row starts; the rows in flight finish (a second SIGTERM or Ctrl-C "
+                    "stops at once)",
+                    stopper.reason,
+                )
+            journal.flush()
+        journal.flush_if_due()
+    return ran
+
+
+def _invalid_result(bad: Any) -> dict[str, Any]:
+    """The result record of a row that failed validation (``manifests.validate``'s invalid row)."""
+    result = empty_result(bad.row, bad.id)
+    result.update(status="failed", failed_stage="validate", error=storage.redact(bad.error))
+    return result
+
+
+def _write_results(paths: BatchPaths, journal: ResultsJournal, checked: Any, taken: set[str]) -> pa.Table:
+    """Write ``results.parquet`` from the journal (``flows.results.final_table``); returns the table (with
+    ``_qc_metrics``) for the other outputs."""
+    invalid = (_invalid_result(bad) for bad in checked.invalid)
+    table = final_table(paths, journal, checked.row_numbers, invalid, resumed=taken)
+    write_table(paths.results, table.drop_columns(["_qc_metrics"]))
+    return table
+
+
+def _summary(
+    paths: BatchPaths,
+    batch: str,
+    tally: BatchTally,
+    start: float,
+    policy: str,
+    report_uri: str | None = None,
+    index_uri: str | None = None,
+) -> BatchSummary:
+    return BatchSummary(
+        batch_id=batch,
+        batch_uri=str(storage.redact(paths.root)),
+        results_uri=str(storage.redact(paths.results)),
+        total=tally.total,
+        succeeded=tally.succeeded,
+        failed=tally.failed,
+        invalid=tally.invalid,
+        reused=tally.reused,
+        synthetic_weights=True in tally.synthetic,
+        seconds=time.perf_counter() - start,
+        failures=tally.failures,
+        qc_pass=tally.qc["pass"],
+        qc_warn=tally.qc["warn"],
+        qc_fail=tally.qc["fail"],
+        report_uri=None if report_uri is None else str(storage.redact(report_uri)),
+        index_uri=None if index_uri is None else str(storage.redact(index_uri)),
+        weights_policy=policy,
+        weights=tuple(sorted(tally.weights)),
+        resumed=tally.resumed,
+    )
+
+
+def _stopped_message(
+    summary: BatchSummary, stopper: BatchStopper, not_run: int, journal: ResultsJournal
+) -> str:
+    """What ran, what was saved and what was not, when the batch stopped early."""
+    earlier = f" (and {summary.resumed} taken from an earlier run's journal)" if summary.resumed else ""
+    return (
+        f"batch {summary.batch_id} STOPPED ({stopper.reason}) before every row ran: {summary.total} rows "
+        f"ended, {summary.succeeded} succeeded, {summary.failed} failed{earlier}; {not_run} row(s) NOT RUN. "
+        f"SAVED: the results of {journal.saved} row(s) of this run in the results journal "
+        f"{storage.redact(journal.uri)} (`sadtalker-batch results {summary.batch_uri}` shows them), and "
+        "the videos and stage outputs of finished rows. NOT SAVED: results.parquet and the report (written "
+        "when every row has run), "
+        f"{describe_unsaved(journal)}. Rerun the same manifest (same batch id) to finish: rows the journal "
+        "holds as succeeded are not run again."
+    )
 
 
 def _attempt(what: str, write: Callable[[], Any], errors: dict[str, str], log: Any) -> Any:
@@ -538,177 +633,167 @@ def render_batch(
     overrides = parse_threshold_overrides(qc_thresholds or {})
     thresholds = thresholds_to_dict(resolve_thresholds(overrides))
     limits = StageTimeouts.from_mapping(timeouts)  # likewise an unknown timeout name or a bad value
-    checked = load_manifest(manifest, check_files=check_files, allowed_prefixes=allowed_prefixes)
-    if strict and checked.problems:
-        raise StrictModeError(
-            f"strict mode: the manifest has {len(checked.problems)} problem(s); nothing was run:\n"
-            + checked.format_problems(limit=200)
-        )
-    # Every set the batch needs is resolved and verified here, before any row work or output: under
-    # `official` a missing file stops the batch now, not one row at a time on the workers.
-    policy = models_module().resolve_policy(weights)
-    weight_report = models_module().check_weights(
-        policy,
-        sizes={row.size for row in checked.rows},
-        preprocesses={row.preprocess for row in checked.rows},
-        enhancers={row.enhancer for row in checked.rows},
-    )
-    for warning in weight_report.warnings:
-        log.warning("weights: %s", warning)
-    batch = batch_id or batch_id_for(manifest, checked.manifest_sha256)
-    paths = BatchPaths.create(output, batch, cache)
-    # A location that cannot be written is found now, not after every row has run into it.
-    for prefix in dict.fromkeys((paths.root, paths.cache)):
-        storage.check_writable(prefix)
-    ctx = StageContext(
-        paths=paths,
-        device=device,
-        dtype=dtype,
-        force=force,
-        progress=sys.stderr.isatty(),
-        qc_thresholds=overrides or None,
-        weights=policy,
-        timeouts=limits,
-    )
-    key = artifact_key(manifest, _deployment_name())
-    log.info("batch %s: %d rows -> %s", batch, checked.num_rows, storage.redact(paths.root))
-
-    if window is not None and window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
-    results: dict[int, dict[str, Any]] = {}
-    for bad in checked.invalid:
-        results[bad.row] = _empty_result(bad.row, bad.id)
-        results[bad.row].update(status="failed", failed_stage="validate", error=storage.redact(bad.error))
-    # Finished rows go to the results journal as they finish (results.partial/, flows.journal), so that a
-    # crash of this process or of the storage leaves their results; a rerun takes what it holds.
-    journal = ResultsJournal(paths, RESULT_SCHEMA)
-    settings = _batch_settings(
-        {
-            "device": device,
-            "dtype": dtype,
-            "qc_thresholds": overrides,
-            "qc_protocol": QC_PROTOCOL,
-            "weights": policy,
-            "weight_sets": weight_report.to_dict(),
-        }
-    )
-    taken = {}
-    if not force:  # --force recomputes every row: nothing is taken from the journal either
-        taken = _resume_from_journal(paths, iter(checked.rows), checked.row_numbers, settings, log)
-    results.update(taken)
-    progress = _Progress(checked.num_rows, batch, key)
-    if checked.invalid or taken:
-        progress.advance(len(checked.invalid) + len(taken))
-    todo = (row for row in checked.rows if checked.row_numbers[row.id] not in taken)
-    try:
-        with make_task_runner(runner, workers=workers, dask_address=dask_address) as task_runner:
-            size = window or default_window(runner, workers, task_runner)
-            log.info(
-                "batch %s: %d rows to run, at most %d submitted at once; results journal: %s",
-                batch,
-                len(checked.rows) - len(taken),
-                size,
-                storage.redact(journal.uri),
+    # The flow's own storage I/O (manifest, journal, results, report) gets the batch's io_s timeouts too.
+    with io_scope(limits.io_s):
+        checked = load_manifest(manifest, check_files=check_files, allowed_prefixes=allowed_prefixes)
+        if strict and checked.problems:
+            raise StrictModeError(
+                f"strict mode: the manifest has {len(checked.problems)} problem(s); nothing was run:\n"
+                + checked.format_problems(limit=200)
             )
-            for done in _run_window(task_runner, todo, checked.row_numbers, ctx, size, journal.due_in):
-                if done is not None:
-                    number, row, result = done
-                    results[number] = result
-                    journal.add(result, row_fingerprint(settings, row))
-                    if result["status"] == "failed":
-                        log.warning(
-                            "row %s failed at %s: %s", result["id"], result["failed_stage"], result["error"]
-                        )
-                    progress.advance()
-                journal.flush_if_due()
-    finally:
-        progress.close()
-        journal.flush()  # also when the loop raised: what finished stays findable
+        # Every set the batch needs is resolved and verified here, before any row work or output: under
+        # `official` a missing file stops the batch now, not one row at a time on the workers.
+        policy = models_module().resolve_policy(weights)
+        weight_report = models_module().check_weights(
+            policy,
+            sizes={row.size for row in checked.rows},
+            preprocesses={row.preprocess for row in checked.rows},
+            enhancers={row.enhancer for row in checked.rows},
+        )
+        for warning in weight_report.warnings:
+            log.warning("weights: %s", warning)
+        batch = batch_id or batch_id_for(manifest, checked.manifest_sha256)
+        paths = BatchPaths.create(output, batch, cache)
+        # A location that cannot be written is found now, not after every row has run into it.
+        for prefix in dict.fromkeys((paths.root, paths.cache)):
+            storage.check_writable(prefix)
+        ctx = StageContext(
+            paths=paths,
+            device=device,
+            dtype=dtype,
+            force=force,
+            progress=sys.stderr.isatty(),
+            qc_thresholds=overrides or None,
+            weights=policy,
+            timeouts=limits,
+        )
+        key = artifact_key(manifest, _deployment_name())
+        log.info("batch %s: %d rows -> %s", batch, checked.num_rows, storage.redact(paths.root))
 
-    # The batch's outputs. A write that fails (storage down) does not make the batch "not run": its error is
-    # kept, the rest is still tried where it can be, and ResultsNotSavedError at the end says what is saved.
-    ordered = [results[n] for n in sorted(results)]
-    errors: dict[str, str] = {}
-    skipped: list[str] = []
-    _attempt("results.parquet", lambda: write_parquet(paths.results, ordered, RESULT_SCHEMA), errors, log)
-    failed = [r for r in ordered if r["status"] == "failed"]
-    report_uri = index_uri = None
-    if errors:  # the storage fails (the rest would too), or the table does not fit: report what is saved
-        skipped = ["qc.parquet", "batch.json"] + (["report.html", "index.html"] if report else [])
-    else:
-        _attempt(
-            "qc.parquet",
-            lambda: write_qc_table(paths.qc, ordered, _QC_COLUMNS, RESULT_SCHEMA, thresholds),
+        if window is not None and window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        # No finished row's record stays here: each goes to the results journal as it ends (flows.journal),
+        # so a crash of this process or of the storage leaves it, and the final tables are read back from
+        # there; what stays is the tally (counts and the first failures).
+        tally = BatchTally(keep=_FAILURES_KEPT)
+        for bad in checked.invalid:
+            tally.add(_invalid_result(bad))
+        journal = ResultsJournal(paths, RESULT_SCHEMA)
+        settings = _batch_settings(
+            {
+                "device": device,
+                "dtype": dtype,
+                "qc_thresholds": overrides,
+                "qc_protocol": QC_PROTOCOL,
+                "weights": policy,
+                "weight_sets": weight_report.to_dict(),
+            }
+        )
+        taken: set[str] = set()
+        if not force:  # --force recomputes every row: nothing is taken from the journal either
+            taken = _resume_from_journal(paths, iter(checked.rows), settings, tally, log)
+        progress = _Progress(checked.num_rows, batch, key)
+        if tally.total:
+            progress.advance(tally.total)
+        todo = (row for row in checked.rows if row.id not in taken)
+        stopper = BatchStopper(limit=STORAGE_BREAKER_ROWS)
+        try:
+            with make_task_runner(runner, workers=workers, dask_address=dask_address) as task_runner:
+                size = window or default_window(runner, workers, task_runner)
+                log.info(
+                    "batch %s: %d rows to run, at most %d submitted at once; results journal: %s",
+                    batch,
+                    len(checked.rows) - len(taken),
+                    size,
+                    storage.redact(journal.uri),
+                )
+                with stopper.signals():
+                    rows = _run_window(
+                        task_runner, todo, checked.row_numbers, ctx, size, journal.due_in, stopper
+                    )
+                    ran = _record_rows(rows, journal, tally, settings, stopper, progress, log)
+        finally:
+            progress.close()
+            journal.flush()  # also when the loop raised: what finished stays findable
+
+        not_run = len(checked.rows) - len(taken) - ran
+        if stopper.stopped and not_run:
+            summary = _summary(paths, batch, tally, start, policy)
+            message = _stopped_message(summary, stopper, not_run, journal)
+            log.error("%s", message)
+            raise BatchStopped(
+                message,
+                summary=summary,
+                signum=stopper.signum,
+                not_run=not_run,
+                journal=str(storage.redact(journal.uri)),
+                journaled=journal.saved,
+                unsaved=journal.pending,
+            )
+
+        # The batch's outputs, read back from the journal. A write that fails (storage down) does not make
+        # the batch "not run": its error is kept, the rest is still tried where it can be, and
+        # ResultsNotSavedError at the end says what is saved.
+        errors: dict[str, str] = {}
+        skipped: list[str] = []
+        table = _attempt(
+            "results.parquet",
+            lambda: _write_results(paths, journal, checked, taken),
             errors,
             log,
         )
-        seconds = time.perf_counter() - start
-        record = batch_record(
-            paths, manifest, ordered, thresholds, overrides, QC_PROTOCOL, seconds, weight_report.to_dict()
+        report_uri = index_uri = None
+        if errors:  # the storage fails (the rest would too), or the table does not fit: report what is saved
+            skipped = ["qc.parquet", "batch.json"] + (["report.html", "index.html"] if report else [])
+        else:
+            _attempt(
+                "qc.parquet", lambda: write_qc_table(paths.qc, table, QC_COLUMNS, thresholds), errors, log
+            )
+            seconds = time.perf_counter() - start
+            record = batch_record(
+                paths, manifest, tally, thresholds, overrides, QC_PROTOCOL, seconds, weight_report.to_dict()
+            )
+            _attempt("batch.json", lambda: storage.write_json(paths.batch_record, record), errors, log)
+            if report:
+                report_uri, index_uri = _attempt(
+                    "report.html", lambda: write_report_and_index(paths), errors, log
+                ) or (None, None)
+            if "qc.parquet" not in errors:  # results.parquet and qc.parquet hold every journaled row now
+                try:
+                    remove_journal(paths)
+                except Exception as exc:  # harmless: a rerun would take the same rows from it
+                    log.warning("results journal %s not removed: %s", storage.redact(journal.uri), exc)
+        summary = _summary(paths, batch, tally, start, policy, report_uri, index_uri)
+        publish_artifacts(
+            key,
+            summary,
+            [] if table is None else list(records(table.slice(0, _TABLE_ROWS))),
+            [] if table is None else worst_records(table, _WORST_ROWS),
+            checked.format_problems(limit=100) if checked.problems else "",
+            _TABLE_COLUMNS,
+            _TABLE_METRICS,
         )
-        _attempt("batch.json", lambda: storage.write_json(paths.batch_record, record), errors, log)
-        if report:
-            report_uri, index_uri = _attempt(
-                "report.html", lambda: write_report_and_index(paths), errors, log
-            ) or (None, None)
-        if "qc.parquet" not in errors:  # results.parquet and qc.parquet hold every journaled row now
-            try:
-                remove_journal(paths)
-            except Exception as exc:  # harmless: a rerun would take the same rows from it
-                log.warning("results journal %s not removed: %s", storage.redact(journal.uri), exc)
-    summary = BatchSummary(
-        batch_id=batch,
-        batch_uri=str(storage.redact(paths.root)),
-        results_uri=str(storage.redact(paths.results)),
-        total=len(ordered),
-        succeeded=len(ordered) - len(failed),
-        failed=len(failed),
-        invalid=len(checked.invalid),
-        reused=sum(1 for r in ordered if r["render_reused"]),
-        synthetic_weights=any(r["synthetic_weights"] for r in ordered),
-        seconds=time.perf_counter() - start,
-        failures=tuple(
-            (str(r["id"]), str(r["failed_stage"]), str(r["error"])) for r in failed[:_FAILURES_KEPT]
-        ),
-        qc_pass=sum(1 for r in ordered if r["qc_verdict"] == "pass"),
-        qc_warn=sum(1 for r in ordered if r["qc_verdict"] == "warn"),
-        qc_fail=sum(1 for r in ordered if r["qc_verdict"] == "fail"),
-        report_uri=None if report_uri is None else str(storage.redact(report_uri)),
-        index_uri=None if index_uri is None else str(storage.redact(index_uri)),
-        weights_policy=policy,
-        weights=tuple(sorted({str(r["weights"]) for r in ordered if r["weights"]})),
-        resumed=len(taken),
-    )
-    publish_artifacts(
-        key,
-        summary,
-        ordered,
-        checked.format_problems(limit=100) if checked.problems else "",
-        _TABLE_COLUMNS,
-        _TABLE_METRICS,
-        max_rows=_TABLE_ROWS,
-    )
-    log.info(
-        "batch %s: %d succeeded, %d failed (QC fail %d), %d reused in %.1f s; report: %s",
-        batch,
-        summary.succeeded,
-        summary.failed,
-        summary.qc_fail,
-        summary.reused,
-        summary.seconds,
-        summary.report_uri or summary.results_uri,
-    )
-    if summary.synthetic_weights:
-        log.warning("rendered with SYNTHETIC weights: these videos are not real results")
-    if errors:
-        message = _not_saved_message(summary, errors, skipped, journal)
-        log.error("%s", message)
-        raise ResultsNotSavedError(
-            message,
-            summary=summary,
-            errors=errors,
-            journal=str(storage.redact(journal.uri)),
-            journaled=journal.saved,
-            unsaved=journal.pending,
+        log.info(
+            "batch %s: %d succeeded, %d failed (QC fail %d), %d reused in %.1f s; report: %s",
+            batch,
+            summary.succeeded,
+            summary.failed,
+            summary.qc_fail,
+            summary.reused,
+            summary.seconds,
+            summary.report_uri or summary.results_uri,
         )
-    return summary
+        if summary.synthetic_weights:
+            log.warning("rendered with SYNTHETIC weights: these videos are not real results")
+        if errors:
+            message = _not_saved_message(summary, errors, skipped, journal)
+            log.error("%s", message)
+            raise ResultsNotSavedError(
+                message,
+                summary=summary,
+                errors=errors,
+                journal=str(storage.redact(journal.uri)),
+                journaled=journal.saved,
+                unsaved=journal.pending,
+            )
+        return summary

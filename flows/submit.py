@@ -43,6 +43,7 @@ def flow_run_url(flow_run_id: Any) -> str:
 def _parser(prog: str) -> argparse.ArgumentParser:
     from flows.cli import _threshold_arguments
     from manifests.validate import add_allowed_prefix_arguments
+    from sadtalker.cli import add_timeout_argument
 
     parser = argparse.ArgumentParser(
         prog=f"{prog} submit",
@@ -61,11 +62,14 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--wait", action="store_true", help="follow the run and print where the report is")
     parser.add_argument("--poll", type=float, default=2.0, help="seconds between state checks (--wait)")
-    parser.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
+    parser.add_argument(
+        "--wait-timeout", type=float, default=None, help="with --wait: stop following after this many seconds"
+    )
     parser.add_argument("--allow-invalid", action="store_true", help="send even when rows are invalid")
     parser.add_argument("--no-check-files", action="store_true", help="do not check that inputs exist")
     _threshold_arguments(parser)
     add_allowed_prefix_arguments(parser)
+    add_timeout_argument(parser)  # the stages' time limits of this run (the deployment's when not given)
     return parser
 
 
@@ -88,9 +92,11 @@ def submit(argv: Sequence[str], prog: str = "sadtalker-batch") -> int:
     from flows.cli import _thresholds
     from manifests.validate import allowed_prefixes_from_args, validate_manifest
     from sadtalker.paths import BatchPaths, batch_id_for
+    from sadtalker.timeouts import StageTimeouts
 
     try:
         thresholds = _thresholds(args.qc_threshold)
+        timeouts = StageTimeouts.parse_items(args.timeout) or None  # a bad name: exit 2, nothing sent
     except ValueError as exc:
         parser.error(str(exc))
     manifest, output = storage.normalize(args.manifest), storage.normalize(args.output)
@@ -123,6 +129,7 @@ def submit(argv: Sequence[str], prog: str = "sadtalker-batch") -> int:
         ("weights", args.weights),
         ("qc_thresholds", thresholds),
         ("allowed_prefixes", prefixes if explicit else None),
+        ("timeouts", timeouts),
     ):
         if value:
             parameters[name] = value
@@ -139,7 +146,7 @@ def submit(argv: Sequence[str], prog: str = "sadtalker-batch") -> int:
     print(f"  report: {storage.redact(paths.report)} (when the run ends)")
     if not args.wait:
         return 0
-    state = _follow(run.id, args.poll, args.timeout)
+    state = _follow(run.id, args.poll, args.wait_timeout)
     print(f"flow run {run.name}: {state}")
     if state != "COMPLETED":
         return 1
@@ -163,7 +170,7 @@ def _follow(flow_run_id: Any, poll: float, timeout: float | None) -> str:
             if kind in _FINAL:
                 return kind
             if deadline is not None and time.monotonic() > deadline:
-                return f"still {name} after the --timeout (the run goes on)"
+                return f"still {name} after the --wait-timeout (the run goes on)"
             time.sleep(poll)
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "check_deadline",
     "current_deadline",
     "effective_limit",
+    "io_scope",
     "io_timeout",
     "paused",
     "stage_deadline",
@@ -276,6 +277,17 @@ def effective_limit(timeout: float | None = None) -> tuple[float | None, Deadlin
     if timeout is not None and timeout < remaining:
         return timeout, None
     return remaining, deadline
+
+
+@contextlib.contextmanager
+def io_scope(io_s: float) -> Iterator[None]:
+    """Storage requests inside the block (outside any stage: a flow's own manifest, journal and results
+    I/O) get connect / read timeouts of ``io_s``."""
+    token = _IO_TIMEOUT.set(io_s)
+    try:
+        yield
+    finally:
+        _IO_TIMEOUT.reset(token)
 
 
 def io_timeout() -> float:

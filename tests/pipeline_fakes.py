@@ -28,6 +28,10 @@ Behaviour is steered by markers in the input files' bytes, so a test manifest sa
 - audio containing ``SLOWRENDER``: the render takes 0.25 s per batch of ``batch_size`` frames and, like
   the real one, checks the stage's deadline between batches (``sadtalker.timeouts.within_deadline``).
 
+``$PIPELINE_FAKES_SLOW_WRITE=<name>`` (subprocesses): a local write of a file of that name through
+``sadtalker.storage.write_bytes`` (the real atomic path) writes half its bytes to the temporary, then waits
+a minute before the rest and the rename, so a test can kill the process in the middle of that write.
+
 The landmark backend a worker's ``Models`` reports (and its faces record) is ``$PIPELINE_FAKES_LANDMARKER``
 when its models are built (``face-alignment`` by default; ``dlib`` for a worker that fell back).
 
@@ -392,6 +396,30 @@ def install(monkeypatch: Any = None) -> None:
         else:
             sys.modules[f"sadtalker.{name}"] = module
             setattr(sadtalker, name, module)
+    if monkeypatch is None and os.environ.get("PIPELINE_FAKES_SLOW_WRITE"):
+        _slow_writes(os.environ["PIPELINE_FAKES_SLOW_WRITE"])
+
+
+def _slow_writes(name: str) -> None:
+    """See the module docstring (``$PIPELINE_FAKES_SLOW_WRITE``)."""
+    from sadtalker import storage
+
+    write_bytes = storage.write_bytes
+
+    def slow(uri: str, data: bytes) -> str:
+        if not uri.endswith("/" + name) or not storage.is_local(uri):
+            return write_bytes(uri, data)
+
+        def write_local(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                f.write(data[: len(data) // 2])
+                f.flush()
+                time.sleep(60)
+                f.write(data[len(data) // 2 :])
+
+        return storage._write_atomic(uri, write_local, lambda fs, path: fs.pipe_file(path, data))
+
+    storage.write_bytes = slow
 
 
 def use_in_test(monkeypatch: Any) -> Iterator[ModuleType]:

@@ -292,8 +292,10 @@ def test_submit_validates_locally_runs_the_deployment_and_waits_for_the_report(
         "--wait",
         "--poll",
         "0.5",
-        "--timeout",
+        "--wait-timeout",
         "200",
+        "--timeout",
+        "qc_s=900",
     )
     deadline = time.monotonic() + 60
     while runs() == before and time.monotonic() < deadline:
@@ -314,3 +316,7 @@ def test_submit_validates_locally_runs_the_deployment_and_waits_for_the_report(
     assert "Completed" in out and "2 rows, 1 succeeded, 1 failed; QC 1 pass, 0 warn, 1 fail" in out
     report = next((tmp_path / "out").glob("tonight-*/report.html"))
     assert f"report: {report}" in out and report.is_file()
+    (sent,) = [
+        r for r in httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10).json() if "tonight" in str(r)
+    ]
+    assert sent["parameters"]["timeouts"] == {"qc_s": 900.0}  # `submit --timeout NAME=S` reaches the run

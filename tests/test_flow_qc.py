@@ -147,21 +147,23 @@ def test_artifacts_carry_rounded_qc_figures_the_worst_items_and_a_report_link(
 def test_qc_table_metric_names_that_match_result_columns_give_one_readable_column(tmp_path: Path) -> None:
     """The real QC measures ``width`` and ``height`` on the file, which are also result columns: the table
     must still have unique column names (pandas refuses a Parquet file with duplicates)."""
+    import json
+
     import pyarrow as pa
 
     from flows.publish import write_qc_table
 
-    schema = pa.schema([("id", pa.string()), ("width", pa.int64()), ("qc_verdict", pa.string())])
-    rows = [
+    metrics = {"width": 254.0, "width__verdict": "info", "fps": 25.0, "fps__verdict": "info"}
+    results = pa.table(
         {
-            "id": "a",
-            "width": 256,
-            "qc_verdict": "pass",
-            "_qc_metrics": {"width": 254.0, "width__verdict": "info", "fps": 25.0, "fps__verdict": "info"},
+            "id": ["a", "b"],
+            "width": [256, 256],
+            "qc_verdict": ["pass", None],
+            "_qc_metrics": [json.dumps(metrics), None],
         }
-    ]
+    )
     uri = str(tmp_path / "qc.parquet")
-    assert write_qc_table(uri, rows, ("id", "width", "qc_verdict"), schema, {}) == 1
+    assert write_qc_table(uri, results, ("id", "width", "qc_verdict"), {}) == 1  # b has no QC verdict
     table = pd.read_parquet(uri)
     assert table.columns.is_unique and table.loc[0, "width"] == 254.0  # measured on the file
     assert list(table.columns[:2]) == ["id", "qc_verdict"]
