@@ -64,7 +64,7 @@ JOURNAL_SECONDS = 10.0
 #: Journal-only columns: the row's QC figures (JSON) and its fingerprint.
 QC_METRICS = "_qc_metrics"
 FINGERPRINT = "_fingerprint"
-_READERS = 8
+_READERS = 4
 
 _log = logging.getLogger("sadtalker.batch.journal")
 
@@ -233,14 +233,18 @@ def read_journal(
         tables.append(newest)
     if not tables:
         return None
-    table = pa.concat_tables(tables, promote_options="permissive")
+    table = pa.concat_tables(tables, promote_options="permissive")  # chunks side by side: no copy
+    del tables
     for field in schema or ():
         if field.name not in table.column_names:
             table = table.append_column(field, pa.nulls(table.num_rows, field.type))
-    table = table.append_column("_order", pa.array(range(table.num_rows), pa.int64()))
-    last = table.group_by("id").aggregate([("_order", "max")]).column("_order_max")
-    table = table.take(last).drop_columns(["_order"])  # `_order` is the position: take the newest of each id
-    return table.take(pc.sort_indices(table, [("row", "ascending")]))
+    # The position of each id's newest record, in row order: one take (one copy of the records) in all.
+    positions = pa.table({"id": table["id"], "_order": pa.array(range(table.num_rows), pa.int64())})
+    last = positions.group_by("id", use_threads=False).aggregate([("_order", "max")]).column("_order_max")
+    last = pc.take(last, pc.sort_indices(pc.take(table["row"], last)))
+    table = table.take(last)
+    pa.default_memory_pool().release_unused()  # the parts' buffers: give them back before the next step
+    return table
 
 
 def journal_records(table: pa.Table, batch_rows: int = 4096) -> Iterator[dict[str, Any]]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from sadtalker import storage
@@ -97,31 +98,22 @@ def write_qc_table(
     results: pa.Table,
     leading: Sequence[str],
     thresholds: Mapping[str, Any],
-    batch_rows: int = 4096,
 ) -> int:
     """``qc.parquet`` from a batch's final results table (``flows.results.final_table``: its columns and
     ``_qc_metrics``, JSON): the rows that have a QC verdict, ``leading`` columns first, then every metric
     (``<name>``, ``<name>__verdict``) in name order, then ``thresholds`` (every threshold the batch used,
-    JSON). Built ``batch_rows`` rows at a time. Returns the number of rows."""
-    from flows.journal import journal_records
+    JSON). Returns the number of rows."""
+    from flows.journal import QC_METRICS
 
     checked = results.filter(pc.is_valid(results["qc_verdict"]))
     overrides = json.dumps(thresholds, sort_keys=True)
-    parts: list[tuple[int, dict[str, list[Any]]]] = []
-    for batch in checked.to_batches(max_chunksize=batch_rows):
-        rows = journal_records(pa.Table.from_batches([batch]))
-        metrics = [storage.redact(r["_qc_metrics"] or {}) for r in rows]
-        names = {n for m in metrics for n in m}
-        parts.append((len(metrics), {n: [m.get(n) for m in metrics] for n in names}))
-    metric_names = sorted({n for _, columns in parts for n in columns})
-    metric_table = (
-        pa.concat_tables(
-            [pa.table({n: columns.get(n, [None] * size) for n in metric_names}) for size, columns in parts],
-            promote_options="permissive",
-        )
-        if parts and metric_names
-        else None
-    )
+    # The metrics are JSON text (redacted when journaled): Arrow's JSON reader makes typed columns of them
+    # without a Python object per value (NaN and Infinity included); one block, so types are unified.
+    lines = "\n".join(pc.fill_null(checked[QC_METRICS], "{}").to_pylist()).encode()
+    metric_table = None
+    if lines:
+        metric_table = pj.read_json(io.BytesIO(lines), pj.ReadOptions(block_size=len(lines) + 1))
+    metric_names = sorted(metric_table.column_names) if metric_table is not None else []
     # A metric measured on the file (width, height, ...) takes the name over the render record's column of
     # the same name: a Parquet file with two columns of one name cannot be read back by pandas.
     columns = {c: checked[c] for c in leading if c not in metric_names}

@@ -188,7 +188,9 @@ def final_table(
         table = schema.empty_table()
     table = table.select(schema.names).cast(schema)
     ids = pa.array(list(row_numbers), pa.string())
-    table = table.filter(pc.is_in(table["id"], value_set=ids))
+    known = pc.is_in(table["id"], value_set=ids)
+    if not pc.all(known).as_py():  # records of ids that are not in this manifest (copies: only then)
+        table = table.filter(known)
     numbers = pa.array(list(row_numbers.values()), pa.int64())
     table = table.set_column(0, "row", pc.take(numbers, pc.index_in(table["id"], value_set=ids)))
     resumed = pa.array(list(resumed), pa.string())
@@ -201,7 +203,10 @@ def final_table(
     if bad:
         table = pa.concat_tables([table, pa.Table.from_pylist(bad, schema=schema)])
     table = table.drop_columns([FINGERPRINT])
-    return table.take(pc.sort_indices(table, [("row", "ascending")]))
+    row = table["row"].combine_chunks()
+    if len(row) > 1 and not pc.all(pc.less(row[:-1], row[1:])).as_py():  # sort (a copy) only when needed
+        table = table.take(pc.sort_indices(row))
+    return table
 
 
 def records(table: pa.Table, batch_rows: int = 4096) -> Iterable[dict[str, Any]]:
