@@ -24,6 +24,7 @@ row's record to the batch's journal (layout: ``sadtalker.paths.BatchPaths.journa
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import io
 import json
@@ -210,12 +211,13 @@ def journal_parts(paths: BatchPaths) -> list[str]:
 
 
 def read_journal(
-    paths: BatchPaths, schema: pa.Schema | None = None, newest: pa.Table | None = None
+    paths: BatchPaths, schema: pa.Schema | None = None, newest: pa.Table | None = None, strict: bool = False
 ) -> pa.Table | None:
     """Every row's newest journaled record (parts read in name order, the last record of each row id kept),
     sorted by row number; None when there is no journal. ``schema``: add its columns missing from older
-    parts (as nulls). ``newest``: records newer than every part (those a journal could not write yet). A
-    part that cannot be read is skipped with a warning; listing errors raise."""
+    parts (as nulls). ``newest``: records newer than every part (those a journal could not write yet).
+    Listing errors raise; a part that cannot be read raises with ``strict`` (the final tables: a skipped
+    part would lose its rows), else it is skipped with a warning (resume: its rows simply run again)."""
     uris = journal_parts(paths)
     if not uris and newest is None:
         return None
@@ -224,11 +226,16 @@ def read_journal(
         try:
             return pq.read_table(io.BytesIO(storage.read_bytes(uri)))
         except Exception as exc:
+            if strict:
+                raise OSError(f"results journal part {storage.redact(uri)} unreadable: {exc}") from exc
             _log.warning("results journal: skipping unreadable part %s: %s", storage.redact(uri), exc)
             return None
 
+    context = contextvars.copy_context()  # the readers keep the caller's storage timeouts (io_scope)
     with ThreadPoolExecutor(max_workers=max(min(_READERS, len(uris)), 1)) as pool:
-        tables = [t for t in pool.map(read, uris) if t is not None and t.num_rows]
+        tables = [
+            t for t in pool.map(lambda u: context.copy().run(read, u), uris) if t is not None and t.num_rows
+        ]
     if newest is not None and newest.num_rows:
         tables.append(newest)
     if not tables:

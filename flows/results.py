@@ -180,10 +180,11 @@ def final_table(
     reused. ``invalid``: the records of the manifest's invalid rows (not journaled).
 
     Raises:
-        OSError (or the store's error): the journal cannot be listed or read.
+        OSError (or the store's error): the journal cannot be listed, or one of its parts cannot be read
+            (never skipped here: its rows would be missing from results.parquet, and the journal removed).
     """
     schema = journal_schema(RESULT_SCHEMA)
-    table = read_journal(paths, RESULT_SCHEMA, newest=journal.pending_table())
+    table = read_journal(paths, RESULT_SCHEMA, newest=journal.pending_table(), strict=True)
     if table is None:
         table = schema.empty_table()
     table = table.select(schema.names).cast(schema)

