@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from sadtalker import storage
 from sadtalker.paths import BatchPaths
+from sadtalker.qc.record import HEADLINE_METRICS
 
 __all__ = [
     "HEADLINE_METRICS",
@@ -38,18 +39,6 @@ __all__ = [
     "write_table",
     "write_report_and_index",
 ]
-
-#: The QC figures a reviewer reads first: the Prefect table artifact and ``results --qc`` show these
-#: (qc.parquet and the report have every metric).
-HEADLINE_METRICS = (
-    "identity_similarity",
-    "face_presence",
-    "sync_correlation",
-    "sync_offset_frames",
-    "sharpness_ratio",
-    "longest_frozen_run",
-    "av_drift_frames",
-)
 
 
 def round_figure(value: Any, digits: int = 3) -> Any:

@@ -25,7 +25,7 @@ from sadtalker.errors import StageTimeout
 from sadtalker.qc import face as face_mod
 from sadtalker.qc.decode import FrameReader, decode_audio
 from sadtalker.qc.frames import FrameChecks, FrameStats
-from sadtalker.qc.record import GROUPS, Metric, QCReport
+from sadtalker.qc.record import METRIC_SPECS, METRICS, Metric, QCReport
 from sadtalker.qc.sharpness import cpbd, face_crop
 from sadtalker.qc.sync import MouthTracker, best_lag, speech_envelope
 from sadtalker.qc.thresholds import ABSOLUTE, SEVERITY, Threshold, resolve_thresholds
@@ -33,22 +33,6 @@ from sadtalker.qc.thresholds import ABSOLUTE, SEVERITY, Threshold, resolve_thres
 log = logging.getLogger(__name__)
 
 WEIGHTS = ("official", "synthetic", "unknown")
-#: Metrics that only mean something when the renderer drew a real face (official weights).
-FACE_DEPENDENT = frozenset(
-    {
-        "face_presence",
-        "face_in_region",
-        "identity_similarity",
-        "sharpness_ratio",
-        "sync_correlation",
-        "sync_offset_frames",
-        "lse_d",
-        "lse_c",
-        "pose_std_deg",
-        "beat_align",
-        "expression_speech_corr",
-    }
-)
 NOT_MEANINGFUL = "not meaningful: synthetic weights"
 SILENT_PEAK = 1e-4  # -80 dBFS: an audio track whose peak stays below this is silent
 STRIP_FRAMES = 6
@@ -56,40 +40,6 @@ THUMB_HEIGHT = 96
 DEFAULT_MAX_SIDE = 1024
 MIN_BEAT_SECONDS = 2.0  # beat alignment of a shorter clip rests on one or two beats: not reported
 SYNCNET_LOOSE = 256  # px: per-frame loose face crop kept for SyncNet (only when it will run)
-
-# (name, group, unit) in record order.
-_METRICS: tuple[tuple[str, str, str], ...] = (
-    ("frames", "container", "frames"),
-    ("fps", "container", "1/s"),
-    ("width", "container", "px"),
-    ("height", "container", "px"),
-    ("codec", "container", ""),
-    ("pix_fmt", "container", ""),
-    ("has_audio", "container", ""),
-    ("av_drift_frames", "container", "frames"),
-    ("frame_count_error", "container", "frames"),
-    ("blank_fraction", "frames", "fraction"),
-    ("black_fraction", "frames", "fraction"),
-    ("washed_out_fraction", "frames", "fraction"),
-    ("longest_frozen_run", "frames", "frames"),
-    ("nonfinite_frames", "frames", "frames"),
-    ("face_presence", "face", "fraction"),
-    ("face_in_region", "face", "fraction"),
-    ("identity_similarity", "identity", "cosine"),
-    ("sharpness_ratio", "sharpness", "ratio"),
-    ("sharpness_cpbd", "sharpness", "CPBD"),
-    ("source_cpbd", "sharpness", "CPBD"),
-    ("sync_correlation", "sync", "pearson r"),
-    ("sync_offset_frames", "sync", "frames"),
-    ("lse_d", "sync", "distance"),
-    ("lse_c", "sync", "confidence"),
-    ("pose_std_deg", "motion", "deg"),
-    ("beat_align", "motion", "BAS"),
-    ("expression_speech_corr", "motion", "pearson r"),
-)
-_GROUP = {name: group for name, group, _ in _METRICS}
-_UNIT = {name: unit for name, _, unit in _METRICS}
-assert set(_GROUP.values()) <= set(GROUPS)
 
 
 class _Record:
@@ -101,7 +51,7 @@ class _Record:
         self.metrics: dict[str, Metric] = {}
 
     def set(self, name: str, value: Any, note: str | None = None, verdict: str | None = None) -> None:
-        threshold = self.thresholds.get(name)
+        threshold, spec = self.thresholds.get(name), METRIC_SPECS[name]
         if isinstance(value, float) and not math.isfinite(value):
             value = None
         if verdict is None:
@@ -111,10 +61,10 @@ class _Record:
                 verdict = threshold.verdict(abs(value) if name in ABSOLUTE else value)
             else:
                 verdict = "info"
-        if self.weights == "synthetic" and name in FACE_DEPENDENT and verdict != "skipped":
+        if self.weights == "synthetic" and spec.face and verdict != "skipped":
             verdict = "not_meaningful"
             note = NOT_MEANINGFUL if not note else f"{NOT_MEANINGFUL}; {note}"
-        self.metrics[name] = Metric(value, verdict, threshold, _UNIT[name], _GROUP[name], note)
+        self.metrics[name] = Metric(value, verdict, threshold, spec.unit, spec.group, note)
 
     def skip(self, names, note: str) -> None:
         for name in names:
@@ -122,8 +72,8 @@ class _Record:
                 self.set(name, None, note)
 
     def finish(self, **kwargs) -> QCReport:
-        self.skip([name for name, _, _ in _METRICS], "not measured")
-        ordered = {name: self.metrics[name] for name, _, _ in _METRICS}
+        self.skip([m.name for m in METRICS], "not measured")
+        ordered = {m.name: self.metrics[m.name] for m in METRICS}
         counted = [(n, m) for n, m in ordered.items() if m.verdict in SEVERITY]
         verdict = max((m.verdict for _, m in counted), key=SEVERITY.__getitem__, default="pass")
         problems = [
@@ -390,7 +340,7 @@ def check_video(
         info, readable, why = None, False, str(exc).splitlines()[-1] if str(exc) else type(exc).__name__
     if not readable:
         record.set("frames", 0, f"unreadable video: {why}", verdict="fail")
-        record.skip([n for n, _, _ in _METRICS], "the video does not decode")
+        record.skip([m.name for m in METRICS], "the video does not decode")
         thumb = _thumb(source) if source is not None else None
         return finish(video={"path": str(video), "frames": 0, "error": why}, source_thumb=thumb)
 

@@ -1,8 +1,6 @@
-"""Frame-level checks: statistics gathered while rendering (:class:`FrameStats`) and on the decoded file
-(:class:`FrameChecks`: blank, black, washed-out frames and the longest frozen run).
-
-Both look at a subsampled luma image (every 2nd or 4th pixel): these figures describe whole frames and do not
-need every pixel.
+"""Frame-level checks: non-finite values counted while rendering (:class:`FrameStats`), and on the decoded
+file (:class:`FrameChecks`: blank, black, washed-out frames and the longest frozen run, on a subsampled luma
+image: these figures describe whole frames and do not need every pixel).
 """
 
 from __future__ import annotations
@@ -28,36 +26,17 @@ def luma(frame: np.ndarray, step: int = 2) -> np.ndarray:
 
 @dataclass
 class FrameStats:
-    """Running statistics while a clip renders: uint8 RGB frames ``(H, W, 3)`` one chunk at a time, and the
-    renderer's float frames before their uint8 conversion (where NaN / Inf would be silently clipped).
+    """Counted while a clip renders: the renderer's float frames before their uint8 conversion, where NaN or
+    Inf would be clipped away silently (blank, black and frozen frames are judged on the decoded file, by
+    :class:`FrameChecks`).
 
     Attributes:
-        frames: uint8 frames seen.
-        blank_frames: frames flatter than :data:`BLANK_STD`.
         float_frames: float frames seen by :meth:`update_float`.
         nonfinite_frames: float frames with at least one NaN or Inf value.
     """
 
-    frames: int = 0
-    blank_frames: int = 0
-    brightness_sum: float = 0.0
-    motion_sum: float = 0.0
     float_frames: int = 0
     nonfinite_frames: int = 0
-    _previous: np.ndarray | None = field(default=None, repr=False)
-
-    def update(self, frames: np.ndarray) -> None:
-        """Add ``(N, H, W, 3)`` (or one ``(H, W, 3)``) uint8 frames."""
-        frames = frames[None] if frames.ndim == 3 else frames
-        for frame in frames:
-            small = frame[::4, ::4].astype(np.float32)  # 1/16 of the pixels is plenty for these figures
-            self.frames += 1
-            self.brightness_sum += float(small.mean())
-            if float(small.std()) < BLANK_STD:
-                self.blank_frames += 1
-            if self._previous is not None:
-                self.motion_sum += float(np.abs(small - self._previous).mean())
-            self._previous = small
 
     def update_float(self, chunk) -> None:
         """Count non-finite frames in a float chunk ``(N, ...)``: a numpy array or a torch tensor (any
@@ -70,37 +49,13 @@ class FrameStats:
         self.float_frames += len(chunk)
         self.nonfinite_frames += count
 
-    @property
-    def mean_brightness(self) -> float:
-        return self.brightness_sum / max(self.frames, 1)
-
-    @property
-    def mean_motion(self) -> float:
-        """Mean abs difference between consecutive frames (grey levels); ~0 means a frozen video."""
-        return self.motion_sum / max(self.frames - 1, 1)
-
     def to_dict(self) -> dict:
-        return {
-            "frames": self.frames,
-            "blank_frames": self.blank_frames,
-            "float_frames": self.float_frames,
-            "nonfinite_frames": self.nonfinite_frames,
-            "mean_brightness": round(self.mean_brightness, 3),
-            "mean_motion": round(self.mean_motion, 4),
-        }
+        return {"float_frames": self.float_frames, "nonfinite_frames": self.nonfinite_frames}
 
     @classmethod
     def from_dict(cls, data: dict) -> FrameStats:
-        """The counters back from :meth:`to_dict` (means are rebuilt from them approximately)."""
-        frames = int(data.get("frames", 0))
-        return cls(
-            frames=frames,
-            blank_frames=int(data.get("blank_frames", 0)),
-            brightness_sum=float(data.get("mean_brightness", 0.0)) * frames,
-            motion_sum=float(data.get("mean_motion", 0.0)) * max(frames - 1, 1),
-            float_frames=int(data.get("float_frames", 0)),
-            nonfinite_frames=int(data.get("nonfinite_frames", 0)),
-        )
+        """The counters back from :meth:`to_dict`."""
+        return cls(int(data.get("float_frames", 0)), int(data.get("nonfinite_frames", 0)))
 
 
 @dataclass

@@ -17,6 +17,62 @@ from sadtalker.qc.thresholds import QC_PROTOCOL, Threshold
 GROUPS = ("container", "frames", "face", "identity", "sharpness", "sync", "motion")
 
 
+@dataclass(frozen=True)
+class MetricSpec:
+    """What a QC figure is: its name, group (:data:`GROUPS`), unit, and whether it only means something on
+    a real face (``face``: official weights; with synthetic ones it is "not meaningful")."""
+
+    name: str
+    group: str
+    unit: str
+    face: bool = False
+
+
+#: Every QC figure, in record and display order (the contract's groups): the one list of them.
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("frames", "container", "frames"),
+    MetricSpec("fps", "container", "1/s"),
+    MetricSpec("width", "container", "px"),
+    MetricSpec("height", "container", "px"),
+    MetricSpec("codec", "container", ""),
+    MetricSpec("pix_fmt", "container", ""),
+    MetricSpec("has_audio", "container", ""),
+    MetricSpec("av_drift_frames", "container", "frames"),
+    MetricSpec("frame_count_error", "container", "frames"),
+    MetricSpec("blank_fraction", "frames", "fraction"),
+    MetricSpec("black_fraction", "frames", "fraction"),
+    MetricSpec("washed_out_fraction", "frames", "fraction"),
+    MetricSpec("longest_frozen_run", "frames", "frames"),
+    MetricSpec("nonfinite_frames", "frames", "frames"),
+    MetricSpec("face_presence", "face", "fraction", face=True),
+    MetricSpec("face_in_region", "face", "fraction", face=True),
+    MetricSpec("identity_similarity", "identity", "cosine", face=True),
+    MetricSpec("sharpness_ratio", "sharpness", "ratio", face=True),
+    MetricSpec("sharpness_cpbd", "sharpness", "CPBD"),
+    MetricSpec("source_cpbd", "sharpness", "CPBD"),
+    MetricSpec("sync_correlation", "sync", "pearson r", face=True),
+    MetricSpec("sync_offset_frames", "sync", "frames", face=True),
+    MetricSpec("lse_d", "sync", "distance", face=True),
+    MetricSpec("lse_c", "sync", "confidence", face=True),
+    MetricSpec("pose_std_deg", "motion", "deg", face=True),
+    MetricSpec("beat_align", "motion", "BAS", face=True),
+    MetricSpec("expression_speech_corr", "motion", "pearson r", face=True),
+)
+METRIC_SPECS: dict[str, MetricSpec] = {m.name: m for m in METRICS}
+assert {m.group for m in METRICS} <= set(GROUPS)
+#: The figures a reviewer reads first: the report's items table, the Prefect table artifact and
+#: ``sadtalker-batch results --qc`` show these (qc.parquet and the report's cards have every metric).
+HEADLINE_METRICS: tuple[str, ...] = (
+    "identity_similarity",
+    "sync_correlation",
+    "sync_offset_frames",
+    "sharpness_ratio",
+    "face_presence",
+    "longest_frozen_run",
+    "av_drift_frames",
+)
+
+
 def _plain(value: Any) -> Any:
     """numpy scalars -> Python; floats rounded to 4 decimals (readable JSON); NaN / Inf -> None."""
     if isinstance(value, np.generic):

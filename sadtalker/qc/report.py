@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from sadtalker import storage
+from sadtalker.qc.record import HEADLINE_METRICS, METRICS
 
 __all__ = [
     "MAX_ITEM_MEDIA",
@@ -69,45 +70,7 @@ CATEGORY_LABEL: dict[str, str] = {
     "pass": "QC pass",
 }
 #: Metric display order (the contract's groups); metrics not listed follow, by name.
-METRIC_ORDER: tuple[str, ...] = (
-    "frames",
-    "fps",
-    "width",
-    "height",
-    "codec",
-    "pix_fmt",
-    "has_audio",
-    "av_drift_frames",
-    "frame_count_error",
-    "blank_fraction",
-    "black_fraction",
-    "washed_out_fraction",
-    "longest_frozen_run",
-    "nonfinite_frames",
-    "face_presence",
-    "face_in_region",
-    "identity_similarity",
-    "sharpness_ratio",
-    "sharpness_cpbd",
-    "source_cpbd",
-    "sync_correlation",
-    "sync_offset_frames",
-    "lse_d",
-    "lse_c",
-    "pose_std_deg",
-    "beat_align",
-    "expression_speech_corr",
-)
-#: Metrics shown as columns of the items table (those present in the batch), the rest are in the cards.
-HEADLINE_METRICS: tuple[str, ...] = (
-    "identity_similarity",
-    "sync_correlation",
-    "sync_offset_frames",
-    "sharpness_ratio",
-    "face_presence",
-    "longest_frozen_run",
-    "av_drift_frames",
-)
+METRIC_ORDER: tuple[str, ...] = tuple(m.name for m in METRICS)
 _VERDICT_COLOURS = {
     "pass": "#2e9d4f",
     "warn": "#e69500",
