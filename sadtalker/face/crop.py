@@ -330,6 +330,15 @@ def crop_source(
     return record, source_image(apply_crop(image, record), size)
 
 
+def _axes(record: CropRecord) -> tuple[tuple[int, int, int, int], ...]:
+    """Per axis (x, then y): original size, resized size, the crop region's start and extent."""
+    x1, y1, x2, y2 = record.region
+    return (
+        (record.original_size[0], record.rsize[0], x1, x2 - x1),
+        (record.original_size[1], record.rsize[1], y1, y2 - y1),
+    )
+
+
 def landmarks_to_source(landmarks: np.ndarray, record: CropRecord) -> np.ndarray:
     """Map original-image landmarks into the S×S source image (pixel-centre convention).
 
@@ -345,13 +354,7 @@ def landmarks_to_source(landmarks: np.ndarray, record: CropRecord) -> np.ndarray
     """
     pts = np.asarray(landmarks, dtype=np.float64)
     out = pts.copy()
-    x1, y1, x2, y2 = record.region
-    for axis, (orig, rs, start, extent) in enumerate(
-        (
-            (record.original_size[0], record.rsize[0], x1, x2 - x1),
-            (record.original_size[1], record.rsize[1], y1, y2 - y1),
-        )
-    ):
+    for axis, (orig, rs, start, extent) in enumerate(_axes(record)):
         v = pts[:, axis]
         if rs != orig:
             v = (v + 0.5) * (rs / orig) - 0.5
@@ -363,13 +366,7 @@ def source_to_original(points: np.ndarray, record: CropRecord) -> np.ndarray:
     """Inverse of :func:`landmarks_to_source`: (N, 2) source-image pixels -> original-image pixels."""
     pts = np.asarray(points, dtype=np.float64)
     out = pts.copy()
-    x1, y1, x2, y2 = record.region
-    for axis, (orig, rs, start, extent) in enumerate(
-        (
-            (record.original_size[0], record.rsize[0], x1, x2 - x1),
-            (record.original_size[1], record.rsize[1], y1, y2 - y1),
-        )
-    ):
+    for axis, (orig, rs, start, extent) in enumerate(_axes(record)):
         v = (pts[:, axis] + 0.5) * (extent / record.size) - 0.5 + start
         if rs != orig:
             v = (v + 0.5) * (orig / rs) - 0.5
