@@ -35,8 +35,8 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from sadtalker.errors import WeightsError
+from sadtalker.networks import file_layout, load_file
 from sadtalker.weights.download import sha256_file
-from sadtalker.weights.loading import load_checkpoint, load_strict, sub_state_dict
 from sadtalker.weights.registry import WeightFile, cache_dir, mapping_file, sadtalker_file
 from sadtalker.weights.synthetic import SYNTHETIC_WARNING, ensure_synthetic_checkpoints
 
@@ -205,7 +205,7 @@ def _official_paths(items: Sequence[WeightFile], folder: Path) -> tuple[list[Pat
 
 def _synthetic_paths(items: Sequence[WeightFile], seed: int) -> tuple[list[Path], dict[str, str]]:
     names = [item.name for item in items]
-    folder = ensure_synthetic_checkpoints(seed, names)
+    folder = ensure_synthetic_checkpoints(seed, names, layout=file_layout)
     paths = [folder / name for name in names]
     return paths, {p.name: sha256_file(p) for p in paths}
 
@@ -289,11 +289,13 @@ def resolve_weights(
 
 @dataclass(frozen=True)
 class _SizeNetworks:
-    expnet: torch.nn.Module
-    posevae: torch.nn.Module
-    recon: torch.nn.Module
-    kp_detector: torch.nn.Module
+    """The networks of ``SadTalker_V0.0.2_<size>.safetensors``, by their names in the builder table."""
+
+    kp_extractor: torch.nn.Module
     generator: torch.nn.Module
+    audio2exp: torch.nn.Module
+    audio2pose: torch.nn.Module
+    face_3drecon: torch.nn.Module
 
 
 class Models:
@@ -450,25 +452,7 @@ class Models:
         path, sha = self._size_file(size)
 
         def build() -> _SizeNetworks:
-            from sadtalker.coeffs.expnet import ExpNet
-            from sadtalker.coeffs.posevae import Audio2Pose
-            from sadtalker.recon.extract import build_recon_net
-            from sadtalker.render.build import load_network
-            from sadtalker.render.generator import OcclusionAwareSPADEGenerator
-            from sadtalker.render.keypoint_detector import KPDetector
-
-            state = load_checkpoint(path)
-            networks = _SizeNetworks(
-                expnet=load_strict(ExpNet(), sub_state_dict(state, "audio2exp."), "audio2exp").eval(),
-                posevae=load_strict(Audio2Pose(), sub_state_dict(state, "audio2pose."), "audio2pose").eval(),
-                recon=build_recon_net(state),
-                kp_detector=load_network(KPDetector, sub_state_dict(state, "kp_extractor."), "kp_detector"),
-                generator=load_network(
-                    OcclusionAwareSPADEGenerator, sub_state_dict(state, "generator."), "generator"
-                ),
-            )
-            del state
-            return networks
+            return _SizeNetworks(**load_file(path, file=sadtalker_file(size)))
 
         return self._get(("networks", str(path), sha), build)
 
@@ -486,11 +470,11 @@ class Models:
     def audio_networks(self, size: int):
         """(ExpNet, PoseVAE) in eval mode on the CPU (they cost milliseconds per frame)."""
         networks = self._networks(size)
-        return networks.expnet, networks.posevae
+        return networks.audio2exp, networks.audio2pose
 
     def recon_network(self, size: int):
         """The 3DMM regressor in eval mode on the CPU."""
-        return self._networks(size).recon
+        return self._networks(size).face_3drecon
 
     def landmarker_identity(self) -> dict[str, str]:
         """``{"backend": "face-alignment" | "dlib", "weights": SHA-256 over its files}`` of the landmarker
@@ -529,20 +513,14 @@ class Models:
         another device gets its own copies, because ``Module.to`` moves a module in place.
         """
         from sadtalker.render.animate import FaceAnimator
-        from sadtalker.render.build import load_network
-        from sadtalker.render.mapping import MappingConfig, MappingNet
 
         def build():
             networks = self._networks(size)
             weight_set = self.weights(size, preprocess)
-            mapping_state = sub_state_dict(load_checkpoint(weight_set.mapping), "mapping/")
-            coeff_nc = int(mapping_state["first.0.weight"].shape[1])
-            mapping = load_network(
-                lambda: MappingNet(MappingConfig(coeff_nc=coeff_nc)), mapping_state, "mapping"
-            )
+            (mapping,) = load_file(weight_set.mapping, file=mapping_file(preprocess)).values()
             autocast = None if dtype == "float32" else _DTYPES[dtype]
             return FaceAnimator(
-                _on_device(networks.kp_detector, device),
+                _on_device(networks.kp_extractor, device),
                 _on_device(networks.generator, device),
                 mapping.to(device),  # built for this engine alone
                 autocast_dtype=autocast,

@@ -376,6 +376,7 @@ def render_video(
                     images = np.stack([paste(image) for image in images])
                 if enhancer is not None:
                     images = np.stack([enhancer(image) for image in images])
+                stats.update(images)
                 writer.write(images)
                 if bar is not None:
                     bar.update(len(images))

@@ -9,7 +9,7 @@ import torch
 from sadtalker.coeffs.expnet import ExpNet
 from sadtalker.coeffs.generate import draw_latents, generate_coefficients, smooth_pose, tile_rows
 from sadtalker.coeffs.posevae import Audio2Pose
-from sadtalker.weights.layouts import synthetic_network_state
+from sadtalker.networks import synthetic_network_state
 from sadtalker.weights.loading import load_strict
 
 

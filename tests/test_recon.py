@@ -13,12 +13,13 @@ from sadtalker.errors import NoFaceError, WeightsError
 from sadtalker.face.crop import crop_source, landmarks_to_source
 from sadtalker.face.image import load_image
 from sadtalker.face.landmarks import DlibBackend, find_face
+from sadtalker.networks import load_network, module_layout, synthetic_network_state
 from sadtalker.recon.align import STANDARD_FIVE_POINTS, align_face_224, crop_offsets, five_points, pos_fit
 from sadtalker.recon.coefficients import COEFF_SLICES, semantic_row, split_coeffs
-from sadtalker.recon.extract import build_recon_net, extract_3dmm, extract_3dmm_frames, image_tensor
+from sadtalker.recon.extract import extract_3dmm, extract_3dmm_frames, image_tensor
 from sadtalker.recon.resnet_recon import ReconNet
 from sadtalker.recon.standard_face import STANDARD_FACE_LM3D
-from sadtalker.weights.layouts import module_layout, synthetic_network_state
+from sadtalker.weights.loading import sub_state_dict
 
 
 @pytest.fixture(scope="module")
@@ -148,14 +149,14 @@ def test_recon_net_shapes_without_reference() -> None:
     assert "backbone.fc.weight" not in state and "backbone.layer4.0.downsample.1.running_var" in state
 
 
-def test_build_recon_net_strict(recon_net: ReconNet) -> None:
+def test_recon_net_loads_strictly_from_its_prefix(recon_net: ReconNet) -> None:
     state = {"face_3drecon." + k: v for k, v in recon_net.state_dict().items()}
     state["audio2exp.mapping1.weight"] = torch.zeros(64, 577)  # other networks in the same file are ignored
-    built = build_recon_net(state)
+    built = load_network("face_3drecon", sub_state_dict(state, "face_3drecon."))
     assert not built.training
     del state["face_3drecon.final_layers.6.bias"]
     with pytest.raises(WeightsError, match="missing"):
-        build_recon_net(state)
+        load_network("face_3drecon", sub_state_dict(state, "face_3drecon."))
 
 
 def test_recon_net_forward(recon_net: ReconNet) -> None:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from sadtalker.errors import WeightsError
+from sadtalker.networks import load_network, load_renderer, module_layout, synthetic_network_state
 from sadtalker.render.animate import FaceAnimator, SourceNotSetError
 from sadtalker.render.batching import (
     WINDOW,
@@ -27,7 +28,6 @@ from sadtalker.render.batching import (
     target_coefficients,
     to_reference_layout,
 )
-from sadtalker.render.build import build_renderer, load_network
 from sadtalker.render.dense_motion import DenseMotionConfig
 from sadtalker.render.generator import GeneratorConfig, OcclusionAwareSPADEGenerator
 from sadtalker.render.he_estimator import HEEstimator
@@ -37,7 +37,6 @@ from sadtalker.render.mapping import MappingConfig, MappingNet, MappingOutput
 from sadtalker.render.postprocess import frames_to_uint8
 from sadtalker.render.spade import SpectralNormConv2d
 from sadtalker.video.postprocess import output_size, resize_frames
-from sadtalker.weights.layouts import module_layout, synthetic_network_state
 
 SEED = 0
 
@@ -339,7 +338,7 @@ def full_renderer():
     """The official-size networks loaded strictly from synthetic checkpoint states, via the builder."""
     sadtalker = {**_flat(KPDetector, "kp_extractor."), **_flat(OcclusionAwareSPADEGenerator, "generator.")}
     mapping = _flat(lambda: MappingNet(MappingConfig(coeff_nc=70)), "mapping/")
-    return build_renderer(sadtalker, mapping)
+    return load_renderer(sadtalker, mapping)
 
 
 def test_full_size_networks_at_128(full_renderer) -> None:
@@ -370,11 +369,11 @@ def test_builder_rejects_a_wrong_coeff_nc() -> None:
         {"kp_extractor." + k: v for k, v in synthetic_network_state(kp, "kp_extractor.", SEED).items()}
     )
     with pytest.raises(WeightsError, match="mapping"):
-        build_renderer(tiny, mapping73, coeff_nc=70, kp_config=TINY_KP, generator_config=TINY_GEN)
-    renderer = build_renderer(tiny, mapping73, kp_config=TINY_KP, generator_config=TINY_GEN)
+        load_renderer(tiny, mapping73, coeff_nc=70, kp_config=TINY_KP, generator_config=TINY_GEN)
+    renderer = load_renderer(tiny, mapping73, kp_config=TINY_KP, generator_config=TINY_GEN)
     assert renderer.mapping.config.coeff_nc == 73
     with pytest.raises(WeightsError):  # a full-size generator does not take the tiny state
-        build_renderer(tiny, mapping73, kp_config=TINY_KP)
+        load_renderer(tiny, mapping73, kp_config=TINY_KP)
 
 
 def test_he_estimator_forward() -> None:

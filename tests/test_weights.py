@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from sadtalker.errors import WeightsError
-from sadtalker.weights.layouts import ALL_FILES, official_layout
+from sadtalker.networks import file_layout
 from sadtalker.weights.loading import load_checkpoint, load_strict, sub_state_dict
+from sadtalker.weights.registry import SADTALKER_FILES
 from sadtalker.weights.synthetic import (
     ensure_synthetic_checkpoints,
     is_synthetic,
@@ -31,11 +32,11 @@ def read_tsv(path):
 
 
 @pytest.mark.shared
-@pytest.mark.parametrize("name", ALL_FILES)
+@pytest.mark.parametrize("name", SADTALKER_FILES)
 def test_layout_equals_official_tsv(shared_dir, name):
     tsv = shared_dir / "reference" / "checkpoints" / f"{name}.tsv"
     expected = read_tsv(tsv)
-    ours = official_layout(name)
+    ours = file_layout(name)
     if {k: (d, s) for k, d, s in ours} != {k: (d, s) for k, d, s in expected}:
         _diff(ours, expected)
     assert [k for k, _, _ in ours] == [k for k, _, _ in expected], "state_dict order differs"
@@ -134,7 +135,9 @@ def test_strict_load_names_the_mismatch():
 
 
 def test_synthetic_mapping_file_is_marked(tmp_path):
-    folder = ensure_synthetic_checkpoints(0, ["mapping_00229-model.pth.tar"], root=tmp_path)
+    folder = ensure_synthetic_checkpoints(
+        0, ["mapping_00229-model.pth.tar"], root=tmp_path, layout=file_layout
+    )
     assert is_synthetic(folder)
     flat = load_checkpoint(folder / "mapping_00229-model.pth.tar")
     assert flat["mapping/first.0.weight"].shape == (1024, 70, 7)

@@ -236,10 +236,10 @@ class FaceAlignmentBackend:
         return faces
 
 
-#: Explicit builders (no registration by import side effect).
-LANDMARKERS: dict[str, Callable[..., FaceLandmarker]] = {
-    "face-alignment": FaceAlignmentBackend,
-    "dlib": DlibBackend,
+#: The landmark backends by name, each built from the device it may run on (dlib: the CPU only).
+LANDMARKERS: dict[str, Callable[[str], FaceLandmarker]] = {
+    "face-alignment": lambda device: FaceAlignmentBackend(device=device),
+    "dlib": lambda device: DlibBackend(),
 }
 LandmarkerKind = Literal["auto", "face-alignment", "dlib"]
 
@@ -289,8 +289,7 @@ def make_landmarker(kind: LandmarkerKind = "auto", device: str = "cpu") -> FaceL
             a warning).
         device: for face-alignment (dlib runs on the CPU).
     """
-    backend = resolve_landmarker_kind(kind)
-    return FaceAlignmentBackend(device=device) if backend == "face-alignment" else DlibBackend()
+    return LANDMARKERS[resolve_landmarker_kind(kind)](device)
 
 
 @dataclass(frozen=True, eq=False)

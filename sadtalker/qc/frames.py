@@ -5,6 +5,7 @@ image: these figures describe whole frames and do not need every pixel).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,12 +32,19 @@ class FrameStats:
     :class:`FrameChecks`).
 
     Attributes:
+        frames: uint8 frames handed to the encoder (:meth:`update`): equal to ``float_frames`` unless frames
+            were lost on the way.
         float_frames: float frames seen by :meth:`update_float`.
         nonfinite_frames: float frames with at least one NaN or Inf value.
     """
 
+    frames: int = 0
     float_frames: int = 0
     nonfinite_frames: int = 0
+
+    def update(self, frames: np.ndarray) -> None:
+        """Count ``(N, H, W, 3)`` (or one ``(H, W, 3)``) uint8 frames written."""
+        self.frames += 1 if frames.ndim == 3 else len(frames)
 
     def update_float(self, chunk) -> None:
         """Count non-finite frames in a float chunk ``(N, ...)``: a numpy array or a torch tensor (any
@@ -50,12 +58,12 @@ class FrameStats:
         self.nonfinite_frames += count
 
     def to_dict(self) -> dict:
-        return {"float_frames": self.float_frames, "nonfinite_frames": self.nonfinite_frames}
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> FrameStats:
         """The counters back from :meth:`to_dict`."""
-        return cls(int(data.get("float_frames", 0)), int(data.get("nonfinite_frames", 0)))
+        return cls(*(int(data.get(k, 0)) for k in ("frames", "float_frames", "nonfinite_frames")))
 
 
 @dataclass

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,25 +16,11 @@ import torch
 from sadtalker.recon.align import align_face_224
 from sadtalker.recon.coefficients import semantic_row
 from sadtalker.recon.resnet_recon import ReconNet
-from sadtalker.weights.loading import load_strict, sub_state_dict
 
 log = logging.getLogger(__name__)
 
 #: Smallest face box accepted on the S×S source (stage B); the size policy is applied to the photo.
 STAGE_B_MIN_FACE_SIZE = 16
-
-
-def build_recon_net(state: Mapping[str, torch.Tensor], prefix: str = "face_3drecon.") -> ReconNet:
-    """ReconNet in eval mode from a flat checkpoint dict (strict load).
-
-    Args:
-        state: flat ``{key: tensor}`` of the whole file (``load_checkpoint``), or already stripped when
-            ``prefix`` is ``""``.
-        prefix: ``"face_3drecon."`` (SadTalker_V0.0.2_*.safetensors) or ``"net_recon/"`` (epoch_20.pth).
-    """
-    net = ReconNet()
-    load_strict(net, sub_state_dict(state, prefix) if prefix else state, "ReconNet")
-    return net.eval()
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,7 +76,7 @@ def extract_3dmm(
     """3DMM coefficients of one S×S source image.
 
     Args:
-        net: ReconNet in eval mode (:func:`build_recon_net`).
+        net: ReconNet in eval mode (``sadtalker.networks.load_network("face_3drecon", ...)``).
         source: (S, S, 3) uint8 RGB source image (:func:`sadtalker.face.crop.crop_source`).
         landmarks: (68, 2) stage-B landmarks in ``source`` pixels (y down). When None, ``landmarker``
             (a :class:`sadtalker.face.landmarks.FaceLandmarker`) detects them on ``source``, as the

@@ -50,7 +50,7 @@ class FaceAnimator:
     """Stateful renderer: ``set_source`` once per clip, then ``animate`` (a generator of frame chunks).
 
     Args:
-        kp_detector, generator, mapping: loaded networks (see :func:`sadtalker.render.build.build_renderer`),
+        kp_detector, generator, mapping: loaded networks (see :func:`sadtalker.networks.load_renderer`),
             all on the same device; they are put in eval mode.
         autocast_dtype: optional ``torch.float16``/``torch.bfloat16`` to run under autocast (default: fp32,
             the reference precision).

@@ -8,7 +8,8 @@
 the QC-only ``syncnet_v2.model`` (LSE-D / LSE-C; alias ``syncnet_v2``) and the face enhancer's
 ``GFPGANv1.4.pth`` (alias ``gfpgan``) are fetched by name. ``list`` shows
 every registry file: present, verified (SHA-256 and size when the registry has them) and size. ``synthetic``
-is :func:`sadtalker.weights.synthetic.main` (deterministic fake weights for offline runs).
+writes deterministic fake weights for offline runs (:mod:`sadtalker.weights.synthetic`, in the layouts of
+``sadtalker.networks``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from sadtalker.errors import WeightsError
 from sadtalker.weights.download import check_file, fetch
-from sadtalker.weights.registry import REGISTRY, cache_dir
+from sadtalker.weights.registry import CURRENT_FILES, REGISTRY, SADTALKER_FILES, cache_dir
 
 # Fetched by name only (not part of ``all``): the QC's SyncNet file and the optional face enhancer's file.
 # Short names accepted on the command line.
@@ -100,14 +101,19 @@ def _list(dest: Path | None, hash_files: bool) -> int:
     return 1 if bad else 0
 
 
+def _synthetic(seed: int, names: Sequence[str], out: Path | None) -> int:
+    # The command line sits above the networks: the layouts come from the builder table.
+    from sadtalker.networks import file_layout
+    from sadtalker.weights.synthetic import SYNTHETIC_WARNING, ensure_synthetic_checkpoints
+
+    print(ensure_synthetic_checkpoints(seed, names, out, layout=file_layout))
+    print(SYNTHETIC_WARNING)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 a file failed, 2 bad arguments)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "synthetic":  # hand every option to the synthetic-weights CLI untouched
-        from sadtalker.weights import synthetic
-
-        synthetic.main(argv[1:])
-        return 0
     parser = argparse.ArgumentParser(
         prog="python -m sadtalker.weights",
         description=__doc__,
@@ -127,9 +133,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_list = sub.add_parser("list", help="show which registry files are present and verified")
     p_list.add_argument("--dest", type=Path, default=None, help="folder (default: the weights cache)")
     p_list.add_argument("--no-hash", action="store_true", help="skip hashing (fast)")
-    sub.add_parser("synthetic", help="write deterministic synthetic weights (see its own --help)")
+    p_synth = sub.add_parser("synthetic", help="write deterministic synthetic weights (official layouts)")
+    p_synth.add_argument("names", nargs="*", help=f"files to write (default: {', '.join(CURRENT_FILES)})")
+    p_synth.add_argument("--seed", type=int, default=0)
+    p_synth.add_argument("--out", type=Path, default=None, help="root folder (default: the weights cache)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.command == "synthetic":
+        unknown = [name for name in args.names if name not in SADTALKER_FILES]
+        if unknown:
+            parser.error(f"unknown file {unknown[0]!r}; choose from {', '.join(SADTALKER_FILES)}")
+        return _synthetic(args.seed, args.names or CURRENT_FILES, args.out)
     if args.command == "fetch":
         return _fetch(args.names, args.dest, not args.no_progress, args.retries)
     return _list(args.dest, not args.no_hash)

@@ -14,8 +14,9 @@ _LEGACY = "https://github.com/Winfredy/SadTalker/releases/download/v0.0.2/"
 class WeightFile:
     """One downloadable checkpoint file.
 
-    ``networks`` maps each sub-network to the key prefix that holds it in the file's flat key space
-    (safetensors: ``"generator."``; torch pickles, flattened as ``top/rest``: ``"mapping/"``).
+    ``networks`` maps each sub-network (a name of the builder table, ``sadtalker.networks.NETWORKS``) to the
+    key prefix that holds it in the file's flat key space (safetensors: ``"generator."``; torch pickles,
+    flattened as ``top/rest``: ``"mapping/"``), in the file's order.
     """
 
     name: str
@@ -37,12 +38,12 @@ def _sadtalker_file(name: str, sha256: str, size: int | None) -> WeightFile:
         urls=(_RELEASE + name,),
         sha256=sha256,
         size=size,
-        networks={
-            "face_3drecon": "face_3drecon.",
-            "audio2exp": "audio2exp.",
-            "audio2pose": "audio2pose.",
+        networks={  # in the order of the official wrapper (src/utils/model2safetensor.py)
             "kp_extractor": "kp_extractor.",
             "generator": "generator.",
+            "audio2exp": "audio2exp.",
+            "audio2pose": "audio2pose.",
+            "face_3drecon": "face_3drecon.",
         },
     )
 
@@ -69,14 +70,14 @@ REGISTRY: dict[str, WeightFile] = {
             urls=(_RELEASE + "mapping_00229-model.pth.tar", _LEGACY + "mapping_00229-model.pth.tar"),
             sha256="62a1e06006cc963220f6477438518ed86e9788226c62ae382ddc42fbcefb83f1",
             size=None,
-            networks={"mapping": "mapping/"},
+            networks={"mapping_crop": "mapping/"},  # coeff_nc 70: crop, extcrop, resize
         ),
         WeightFile(
             name="mapping_00109-model.pth.tar",
             urls=(_RELEASE + "mapping_00109-model.pth.tar", _LEGACY + "mapping_00109-model.pth.tar"),
             sha256="84a8642468a3fcfdd9ab6be955267043116c2bec2284686a5262f1eaf017f64c",
             size=None,
-            networks={"mapping": "mapping/"},
+            networks={"mapping_full": "mapping/"},  # coeff_nc 73: full, extfull
         ),
         # Legacy pickles (--old_version in the reference). Their hashes are not published.
         _legacy_file("epoch_20.pth", {"face_3drecon": "net_recon/"}),
@@ -113,6 +114,17 @@ REGISTRY: dict[str, WeightFile] = {
         ),
     )
 }
+
+
+#: The files the current pipeline loads (the synthetic set writes these by default).
+CURRENT_FILES = (
+    "SadTalker_V0.0.2_256.safetensors",
+    "SadTalker_V0.0.2_512.safetensors",
+    "mapping_00229-model.pth.tar",
+    "mapping_00109-model.pth.tar",
+)
+#: The SadTalker files, current and legacy, whose layouts the networks define (``sadtalker.networks``).
+SADTALKER_FILES = CURRENT_FILES + tuple(name for name, f in REGISTRY.items() if f.legacy)
 
 
 def sadtalker_file(size: int) -> WeightFile:

@@ -2,26 +2,24 @@
 
 The official weights cannot be downloaded everywhere (CI has no internet), so tests and offline runs use
 checkpoints filled by a documented rule (the reference's ``make_weights.py``), keyed by ``(seed, key,
-shape, dtype)`` only, so any implementation rebuilds exactly the same tensors. The layouts come from this
-project's own modules (:mod:`sadtalker.weights.layouts`), so a fresh clone needs nothing else.
+shape, dtype)`` only, so any implementation rebuilds exactly the same tensors. The layouts are given by
+the caller: ``sadtalker.networks.file_layout`` derives them from this project's own modules, so a fresh
+clone needs nothing else.
 
 Anything produced from these weights is not a face video: every caller must say so loudly.
 
-Command line::
-
-    python -m sadtalker.weights.synthetic --seed 0 [--out DIR] [NAME ...]
+Command line: ``sadtalker weights synthetic --seed 0 [--out DIR] [NAME ...]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
 import os
 import threading
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -147,19 +145,22 @@ def synthetic_dir(seed: int, root: Path | None = None) -> Path:
 
 
 def ensure_synthetic_checkpoints(
-    seed: int, names: Iterable[str] | None = None, root: Path | None = None
+    seed: int,
+    names: Iterable[str] = (),
+    root: Path | None = None,
+    layout: Callable[[str], list[LayoutRow]] | None = None,
 ) -> Path:
-    """Write the missing synthetic files for ``seed`` (default: the four current official files) and
-    return their folder, which carries a ``SYNTHETIC.json`` marker."""
-    from sadtalker.weights.layouts import CURRENT_FILES, official_layout
-
+    """Write the missing synthetic files ``names`` for ``seed``, each in ``layout(name)`` (required when a
+    file must be written), and return their folder, which carries a ``SYNTHETIC.json`` marker."""
     folder = synthetic_dir(seed, root)
-    for name in names if names is not None else CURRENT_FILES:
+    for name in names:
         path = folder / name
         if path.is_file():
             continue
+        if layout is None:
+            raise TypeError(f"ensure_synthetic_checkpoints: {name} is missing and no layout was given")
         log.warning("writing synthetic %s (seed %d) to %s", name, seed, folder)
-        write_checkpoint(synthetic_state(official_layout(name), seed), path)
+        write_checkpoint(synthetic_state(layout(name), seed), path)
     marker = folder / MARKER
     if not marker.exists():
         folder.mkdir(parents=True, exist_ok=True)
@@ -172,26 +173,3 @@ def ensure_synthetic_checkpoints(
 def is_synthetic(folder: Path) -> bool:
     """True when ``folder`` holds synthetic weights (it has the marker written by this module)."""
     return (Path(folder) / MARKER).is_file()
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    from sadtalker.weights.layouts import ALL_FILES, CURRENT_FILES
-
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("names", nargs="*", help=f"files to write (default: {', '.join(CURRENT_FILES)})")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None, help="root folder (default: the weights cache)")
-    args = parser.parse_args(argv)
-    for name in args.names:
-        if name not in ALL_FILES:
-            parser.error(f"unknown file {name!r}; choose from {', '.join(ALL_FILES)}")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    folder = ensure_synthetic_checkpoints(args.seed, args.names or None, args.out)
-    print(folder)
-    print(SYNTHETIC_WARNING)
-
-
-if __name__ == "__main__":
-    main()

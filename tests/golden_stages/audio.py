@@ -12,7 +12,7 @@ from sadtalker.audio import crop_to_frames, load_audio, mel_spectrogram, mel_win
 from sadtalker.coeffs.expnet import ExpNet
 from sadtalker.coeffs.generate import generate_coefficients
 from sadtalker.coeffs.posevae import Audio2Pose
-from sadtalker.weights.layouts import synthetic_network_state
+from sadtalker.networks import synthetic_network_state
 from sadtalker.weights.loading import load_strict
 
 TOL = 1e-4

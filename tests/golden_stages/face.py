@@ -18,11 +18,11 @@ import torch
 
 from golden_stages import Check, GoldenSet, compare
 from sadtalker.face.crop import apply_crop, landmarks_to_source, plan_crop, source_image
+from sadtalker.networks import synthetic_network_state
 from sadtalker.recon.align import align_face_224
 from sadtalker.recon.coefficients import semantic_row
 from sadtalker.recon.extract import image_tensor, run_recon
 from sadtalker.recon.resnet_recon import ReconNet
-from sadtalker.weights.layouts import synthetic_network_state
 from sadtalker.weights.loading import load_strict
 
 COEFF_TOL = 1e-4

@@ -11,13 +11,12 @@ import numpy as np
 import torch
 
 from golden_stages import Check, GoldenSet, compare
+from sadtalker.networks import load_renderer, synthetic_network_state
 from sadtalker.render.animate import FaceAnimator
 from sadtalker.render.batching import semantic_windows, target_coefficients, to_reference_layout
-from sadtalker.render.build import build_renderer
 from sadtalker.render.generator import OcclusionAwareSPADEGenerator
 from sadtalker.render.keypoint_detector import KPDetector
 from sadtalker.render.mapping import MappingConfig, MappingNet
-from sadtalker.weights.layouts import synthetic_network_state
 
 KP_TOL = 1e-4
 FRAME_TOL = 1e-3
@@ -49,7 +48,7 @@ def run_f(golden: GoldenSet) -> list[Check]:
     batch_size = stored_windows.shape[0]
     coeffs = data["coeffs_3frames"]  # (T, 70)
 
-    engine = FaceAnimator(*build_renderer(*_synthetic_states(coeff_nc, golden.seed), coeff_nc=coeff_nc))
+    engine = FaceAnimator(*load_renderer(*_synthetic_states(coeff_nc, golden.seed), coeff_nc=coeff_nc))
     source = engine.set_source(data["source_image"], source_semantics[0])
     checks = [compare("f", "kp_canonical", source.kp_canonical, data["kp_canonical"], KP_TOL)]
     checks += [

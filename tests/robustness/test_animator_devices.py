@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 import sadtalker.models as models_mod
+from sadtalker.networks import file_layout
 from sadtalker.weights.synthetic import ensure_synthetic_checkpoints
 
 M229 = "mapping_00229-model.pth.tar"
@@ -25,10 +26,10 @@ def _devices(module: nn.Module) -> set[str]:
 
 
 def test_second_animator_on_another_device_leaves_the_first_one_in_place(tmp_path: Path, monkeypatch):
-    mapping = ensure_synthetic_checkpoints(0, [M229], root=tmp_path) / M229
+    mapping = ensure_synthetic_checkpoints(0, [M229], root=tmp_path, layout=file_layout) / M229
     networks = models_mod._SizeNetworks(
-        expnet=nn.Linear(2, 2), posevae=nn.Linear(2, 2), recon=nn.Linear(2, 2),
-        kp_detector=nn.Conv2d(3, 4, 3), generator=nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)),
+        audio2exp=nn.Linear(2, 2), audio2pose=nn.Linear(2, 2), face_3drecon=nn.Linear(2, 2),
+        kp_extractor=nn.Conv2d(3, 4, 3), generator=nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)),
     )  # fmt: skip
     monkeypatch.setattr(models_mod.Models, "_networks", lambda self, size: networks)
     weight_set = SimpleNamespace(sadtalker=tmp_path / "x", mapping=mapping, synthetic=True, sha256={})
@@ -41,7 +42,7 @@ def test_second_animator_on_another_device_leaves_the_first_one_in_place(tmp_pat
     for name in ("kp_detector", "generator", "mapping"):
         assert _devices(getattr(cpu, name)) == {"cpu"}, f"the CPU animator's {name} was moved"
         assert _devices(getattr(other, name)) == {"meta"}
-    assert _devices(networks.generator) == {"cpu"} and _devices(networks.kp_detector) == {"cpu"}
+    assert _devices(networks.generator) == {"cpu"} and _devices(networks.kp_extractor) == {"cpu"}
     assert cpu.generator is networks.generator  # the CPU animator shares the loaded networks (no copy)
     assert models.animator(256, "crop", "meta", "float32") is other  # built once per (device, dtype)
     assert next(cpu.generator.parameters()).dtype == torch.float32
@@ -50,10 +51,10 @@ def test_second_animator_on_another_device_leaves_the_first_one_in_place(tmp_pat
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_animators_of_other_dtypes_on_the_cpu_share_nothing_mutable(tmp_path: Path, monkeypatch, dtype):
     """CPU animators of another dtype (autocast) may share the CPU modules: those are never modified."""
-    mapping = ensure_synthetic_checkpoints(0, [M229], root=tmp_path) / M229
+    mapping = ensure_synthetic_checkpoints(0, [M229], root=tmp_path, layout=file_layout) / M229
     networks = models_mod._SizeNetworks(
-        expnet=nn.Linear(2, 2), posevae=nn.Linear(2, 2), recon=nn.Linear(2, 2),
-        kp_detector=nn.Conv2d(3, 4, 3), generator=nn.Conv2d(3, 4, 3),
+        audio2exp=nn.Linear(2, 2), audio2pose=nn.Linear(2, 2), face_3drecon=nn.Linear(2, 2),
+        kp_extractor=nn.Conv2d(3, 4, 3), generator=nn.Conv2d(3, 4, 3),
     )  # fmt: skip
     monkeypatch.setattr(models_mod.Models, "_networks", lambda self, size: networks)
     weight_set = SimpleNamespace(sadtalker=tmp_path / "x", mapping=mapping, synthetic=True, sha256={})

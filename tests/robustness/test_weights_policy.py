@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import sadtalker.models as models_mod
+import sadtalker.networks as networks_mod
 from sadtalker.errors import WeightsError
 from sadtalker.weights import registry
 
@@ -37,7 +38,7 @@ def weights_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("SADTALKER_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("SADTALKER_WEIGHTS_POLICY", raising=False)
 
-    def fake_synthetic(seed, names=None, root=None):
+    def fake_synthetic(seed, names=None, root=None, layout=None):
         synthetic.mkdir(parents=True, exist_ok=True)
         for name in names or (S256, S512, M229, M109):
             (synthetic / name).write_bytes(f"synthetic {seed} {name}".encode())
@@ -63,7 +64,7 @@ def weights_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         loaded.append(Path(path))
         raise Loaded(str(path))
 
-    monkeypatch.setattr(models_mod, "load_checkpoint", fake_load)
+    monkeypatch.setattr(networks_mod, "load_checkpoint", fake_load)  # every network file is read there
     return folder, synthetic, official, loaded
 
 
