@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 
 from sadtalker.errors import AudioError, NoFaceError, WeightsError
+from sadtalker.pipeline import VideoResult  # the real record: the tasks' contract with the pipeline
 
 FPS = 25.0
 QC_PROTOCOL = "sadtalker-qc/2"
@@ -124,19 +125,6 @@ class CoeffResult:
         with np.load(path) as z:
             c = z["coefficients"]
             return cls(coefficients=c, num_frames=int(c.shape[0]), audio_seconds=float(z["audio_seconds"]))
-
-
-@dataclass(frozen=True)
-class VideoResult:
-    path: str
-    num_frames: int
-    duration: float
-    width: int
-    height: int
-    synthetic_weights: bool
-    seconds_per_frame: float = 0.0
-    qc: dict | None = None
-    frame_stats: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -319,7 +307,8 @@ def render_video(
         width=options.size,
         height=options.size,
         synthetic_weights=bool((models or Models.shared()).synthetic),
-        frame_stats={"frames": coeffs.num_frames, "nonfinite_frames": 0},
+        seconds_per_frame=0.0,
+        frame_stats={"frames": coeffs.num_frames, "float_frames": coeffs.num_frames, "nonfinite_frames": 0},
     )
 
 
