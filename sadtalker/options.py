@@ -18,7 +18,8 @@ class RenderOptions:
 
     ``ref_eyeblink`` / ``ref_pose``: local paths of reference coefficient files (``.npz`` with a
     ``coeff_3dmm`` (N, 70|73) array, or a video whose frames are reconstructed) or None.
-    ``input_yaw`` / ``input_pitch`` / ``input_roll``: free-view camera angles in degrees (SPEC §6.8).
+    ``input_yaw`` / ``input_pitch`` / ``input_roll``: free-view camera angles in degrees (the official
+    ``--input_yaw``/``--input_pitch``/``--input_roll``).
     ``enhancer``: face restoration of every rendered frame (``gfpgan``: GFPGAN v1.4,
     :mod:`sadtalker.enhance`), applied to the aligned face before any paste-back; ``none`` (default) leaves
     the frames as rendered.

@@ -177,8 +177,8 @@ class VideoResult:
 
 
 def extract_face(image_path: str | Path, options: RenderOptions, models=None) -> FaceResult:
-    """Photo -> crop and 3DMM coefficients (SPEC §2). A video given as the photo (by content) is its
-    first frame, as in the reference.
+    """Photo -> crop and 3DMM coefficients (official ``CropAndExtract.generate``). A video given as the
+    photo (by content) is its first frame, as in the reference.
 
     Raises:
         ImageError: the photo cannot be read.
@@ -245,10 +245,12 @@ def reference_video_coefficients(path: str | Path, options: RenderOptions, model
 def audio_to_coefficients(
     audio_path: str | Path, face: FaceResult, options: RenderOptions, models=None
 ) -> CoeffResult:
-    """Speech -> ``(T, 70)`` coefficients (SPEC §3–§5). Random draws come from ``options.seed`` only.
+    """Speech -> ``(T, 70)`` coefficients (official ``get_data`` and ``Audio2Coeff.generate``). Random
+    draws come from ``options.seed`` only.
 
     ``options.ref_eyeblink`` / ``options.ref_pose``: local coefficient files or videos (a video's frames are
-    reconstructed at 256 whatever ``options.size``, quirk 16; :mod:`sadtalker.coeffs.reference`).
+    reconstructed at 256 whatever ``options.size``, as the official code, which passes them no size;
+    :mod:`sadtalker.coeffs.reference`).
 
     Raises:
         AudioError: the speech cannot drive a video.
@@ -295,7 +297,8 @@ def render_video(
     progress: bool = False,
     enhancer=None,
 ) -> VideoResult:
-    """Coefficients -> frames -> mp4 with the speech muxed in (SPEC §6, §7).
+    """Coefficients -> frames -> mp4 with the speech muxed in (official ``get_facerender_data`` and
+    ``AnimateFromCoeff.generate``).
 
     ``options.enhancer`` (``gfpgan``) restores the aligned S x S face of each rendered batch
     (:func:`sadtalker.enhance.enhance_frames`, on ``options.device``) before the resize and any paste-back.

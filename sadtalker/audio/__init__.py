@@ -1,4 +1,5 @@
-"""Audio -> 16 kHz mono -> normalised log-mel -> per-frame 16-step windows, and the blink curve (SPEC §3)."""
+"""Audio -> 16 kHz mono -> normalised log-mel -> per-frame 16-step windows, and the blink curve (the
+official ``get_data`` in src/generate_batch.py)."""
 
 from sadtalker.audio.blink import random_blink_curve
 from sadtalker.audio.load import SAMPLE_RATE, load_audio

@@ -1,4 +1,7 @@
-"""The random eye-blink control curve fed to ExpNet (SPEC §3.4), drawn from a per-item generator."""
+"""The random eye-blink control curve fed to ExpNet, drawn from a per-item generator.
+
+Official counterpart: ``generate_blink_seq_randomly`` in src/generate_batch.py.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Normalised log-mel spectrogram and per-frame mel windows (SPEC §3.1–§3.3, Wav2Lip hparams).
+"""Normalised log-mel spectrogram and per-frame mel windows (Wav2Lip hparams).
+
+Official counterparts: ``melspectrogram`` in src/utils/audio.py (hparams in src/utils/hparams.py) and the
+frame count and mel-window loop of ``get_data`` in src/generate_batch.py.
 
 Pure functions over numpy arrays.
 """

@@ -1,1 +1,2 @@
-"""Audio -> motion coefficients: ExpNet, PoseVAE, smoothing and assembly (SPEC §4, §5)."""
+"""Audio -> motion coefficients: ExpNet, PoseVAE, smoothing and assembly (official ``Audio2Coeff``,
+src/test_audio2coeff.py)."""

@@ -1,4 +1,8 @@
-"""The Wav2Lip-style mel encoder shared (with separate weights) by ExpNet and PoseVAE (SPEC §4.1, §5.1)."""
+"""The Wav2Lip-style mel encoder shared (with separate weights) by ExpNet and PoseVAE.
+
+Official counterparts: ``SimpleWrapperV2.audio_encoder`` (src/audio2exp_models/networks.py) and
+``AudioEncoder`` (src/audio2pose_models/audio_encoder.py).
+"""
 
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ class ConvBlock(nn.Module):
         out = self.conv_block(x)
         if self.residual:
             out = out + x
-        return torch.relu(out)  # also after the last block (SPEC §8 quirk 5)
+        return torch.relu(out)  # also after the last block, as the official code
 
 
 def mel_encoder_layers() -> nn.Sequential:

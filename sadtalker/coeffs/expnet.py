@@ -1,4 +1,5 @@
-"""ExpNet: audio -> 64 expression coefficients (SadTalker §3.1; reference ``SimpleWrapperV2``, SPEC §4)."""
+"""ExpNet: audio -> 64 expression coefficients (SadTalker §3.1; reference ``SimpleWrapperV2``,
+src/audio2exp_models/networks.py)."""
 
 from __future__ import annotations
 

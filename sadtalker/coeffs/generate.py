@@ -1,4 +1,5 @@
-"""Mel windows + source coefficients -> (T, 70) motion coefficients (SPEC §3.5, §4.2, §5.5–§5.7).
+"""Mel windows + source coefficients -> (T, 70) motion coefficients (official ``Audio2Coeff.generate``,
+src/test_audio2coeff.py, with the reference rows of ``get_data`` in src/generate_batch.py).
 
 ``[expression (64) | head pose (6)]`` per frame: ExpNet's expression, PoseVAE's pose smoothed with a
 Savitzky-Golay filter, optional reference-video expression (eye blinks) and pose motion.
@@ -30,7 +31,8 @@ class MotionCoefficients:
 
 
 def tile_rows(rows: np.ndarray, frames: int) -> np.ndarray:
-    """Repeat ``rows`` (N, D) cyclically, or truncate, to ``(frames, D)`` (SPEC §3.5)."""
+    """Repeat ``rows`` (N, D) cyclically, or truncate, to ``(frames, D)``, as the official
+    ``get_data`` and ``Audio2Coeff.using_refpose`` tile reference rows."""
     if len(rows) == 0:
         raise ValueError("reference coefficients are empty")
     repeats = -(-frames // len(rows))

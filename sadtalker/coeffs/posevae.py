@@ -1,4 +1,5 @@
-"""PoseVAE: audio + pose style -> head-pose motion (SadTalker §3.2; reference ``Audio2Pose``, SPEC §5).
+"""PoseVAE: audio + pose style -> head-pose motion (SadTalker §3.2; reference ``Audio2Pose``,
+src/audio2pose_models/audio2pose.py).
 
 Only the conditional decoder runs at inference. The encoder and the motion discriminator are defined
 because the official checkpoint holds them and loading is strict; they have no forward here.
@@ -134,7 +135,8 @@ class Audio2Pose(nn.Module):
         return rest // self.cfg.seq_len + (1 if rest % self.cfg.seq_len else 0)
 
     def generate(self, mels, reference_pose: torch.Tensor, style: int, z: torch.Tensor) -> torch.Tensor:
-        """Pose for every frame: the reference pose plus decoded motion, chunked by 32 frames (SPEC §5.5).
+        """Pose for every frame: the reference pose plus decoded motion, chunked by 32 frames
+        (official ``Audio2Pose.test``).
 
         Args:
             mels: ``(T, 80, 16)`` mel windows: an array, or anything sliceable like one

@@ -2,10 +2,11 @@
 
 A reference is either a coefficient file (``.npz`` with ``coeff_3dmm`` / ``coefficients``, or ``.npy``) or a
 video, **decided by content** (zip / NumPy magic bytes, the container's magic bytes, else an ffmpeg probe),
-never by its name. A video is reconstructed as the reference does (SPEC §2.11, quirk 16):
+never by its name. A video is reconstructed as the official inference.py does (``CropAndExtract.generate``):
 
 * crop box from the first frame with a face (stage A, the row's ``preprocess`` mode), the same box for
-  every frame; each frame resized to **256 × 256 whatever the row's size** (quirk 16, reproduced);
+  every frame; each frame resized to **256 × 256 whatever the row's size** (the official code passes no
+  size for reference videos, so its default 256 applies; reproduced);
 * per frame: stage-B landmarks on the 256 frame -> 224 alignment -> ReconNet (the row's 3DMM regressor),
   in batches of :data:`RECON_BATCH` frames, streamed (one decoded frame plus one batch in memory);
 * frames where no face is found are **filled from their neighbours** (linear interpolation of the
@@ -14,9 +15,10 @@ never by its name. A video is reconstructed as the reference does (SPEC §2.11, 
   one that cannot be decoded ``ReferenceVideoError``.
 
 How the rows are used (``sadtalker.coeffs.generate``): the blink reference replaces the blink curve (all
-zeros) and the expression reference (SPEC §3.5); the pose reference adds its motion relative to its first
-frame on top of the predicted, smoothed pose (SPEC §5.7, quirk 22); both are tiled cyclically or truncated
-to the audio's length.
+zeros) and the expression reference (as ``get_data`` in src/generate_batch.py); the pose reference adds its
+motion relative to its first frame on top of the predicted, smoothed pose, which it does not replace (as
+``Audio2Coeff.using_refpose`` in src/test_audio2coeff.py); both are tiled cyclically or truncated to the
+audio's length.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from sadtalker.errors import InputError, NoFaceError, ReferenceVideoError
 
 log = logging.getLogger(__name__)
 
-#: Reference videos are cropped to 256 whatever the row's size (quirk 16: the reference passes no size).
+#: Reference videos are cropped to 256 whatever the row's size (the official inference.py passes no size).
 REFERENCE_SIZE = 256
 #: Frames per ReconNet forward.
 RECON_BATCH = 16

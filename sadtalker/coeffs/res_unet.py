@@ -1,4 +1,5 @@
-"""ResUnet over a (time x pose) map, used inside PoseVAE's decoder and encoder (SPEC §5.3)."""
+"""ResUnet over a (time x pose) map, used inside PoseVAE's decoder and encoder (official
+src/audio2pose_models/res_unet.py)."""
 
 from __future__ import annotations
 

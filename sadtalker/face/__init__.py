@@ -1,5 +1,6 @@
 """Source photo: loading (:mod:`.image`), face detection with 68 landmarks (:mod:`.landmarks`) and the crop
-modes producing the S×S source image (:mod:`.crop`). SPEC §2.1-2.6."""
+modes producing the S×S source image (:mod:`.crop`). Official counterparts: the cropping part of
+``CropAndExtract.generate`` (src/utils/preprocess.py) and ``Preprocesser`` (src/utils/croper.py)."""
 
 from sadtalker.face.crop import (
     CROP_MODES,

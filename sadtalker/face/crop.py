@@ -1,14 +1,18 @@
 """Face crop of the source photo: crop box and quad from 68 landmarks, the five crop modes, the S×S source.
 
-SPEC §2.4 (``Preprocesser.align_face``, FFHQ-style box), §2.5 (``Preprocesser.crop`` and the modes) and
-§2.6 (the S×S source image). Pure functions; the result is a :class:`CropRecord` holding everything the
+Official counterparts: ``Preprocesser.align_face`` (FFHQ-style box) and ``Preprocesser.crop`` in
+src/utils/croper.py, and the mode branches and S×S resize of ``CropAndExtract.generate``
+(src/utils/preprocess.py). Pure functions; the result is a :class:`CropRecord` holding everything the
 renderer and the paste-back need.
 
-Reference quirks (SPEC §8): reproduced — 10 (``ry`` clipped by the image *width*), 11 (``crop_info`` size
-from the unclipped quad), 12 (``extcrop`` aspect from the quad box). Fixed — 13 (for very large faces the
-crop is computed in the down-scaled ``rsize`` space: :attr:`CropRecord.paste_box` maps it back to the
-original image) and 29 (``rsize`` is computed directly; no Pillow ``ANTIALIAS`` resize whose pixels were
-never used). Quirk 14 (negative detection boxes) is handled by the landmark backends, which clamp.
+Reproduced from the official code: ``ry`` is clipped by the image *width*, not its height; the
+``crop_info`` size and the paste box come from the unclipped quad, although the crop itself is clipped;
+``extcrop`` takes its aspect ratio from the quad box, not from the wider crop it renders. Changed: for very
+large faces (``shrink > 1``) the official code computes the crop in the down-scaled ``rsize`` space but
+pastes into the original image unchanged, here :attr:`CropRecord.paste_box` maps it back; the official
+code resizes a Pillow image (``Image.ANTIALIAS``, gone in Pillow 10) only to read its size, here ``rsize``
+is computed directly. Detection boxes with negative coordinates (which the official numpy slicing wraps
+around) are clamped by the landmark backends.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ QuadBox = tuple[float, float, float, float]
 
 @dataclass(frozen=True)
 class FaceBox:
-    """Result of SPEC §2.4 for one photo.
+    """Result of the official ``Preprocesser.align_face`` (src/utils/croper.py) for one photo.
 
     Attributes:
         rsize: (W', H') size of the (notionally) down-scaled image the boxes refer to; the original size
@@ -41,7 +45,7 @@ class FaceBox:
         shrink: integer down-scale factor (1 when none).
         crop: (clx, cly, crx, cry) crop rectangle in ``rsize`` pixels, clipped to the image.
         quad: (lx, ly, rx, ry) face box relative to the crop origin, floats, **not** clipped to the crop;
-            ``ry`` clipped by the image width (quirk 10).
+            ``ry`` clipped by the image width, as the official code does.
     """
 
     rsize: tuple[int, int]
@@ -60,11 +64,12 @@ class CropRecord:
         mode: one of :data:`CROP_MODES`.
         original_size: (W, H) of the photo as loaded.
         rsize: (W', H') of the image the crop box refers to (= ``original_size`` unless ``shrink > 1``).
-        shrink: integer down-scale factor of SPEC §2.4 step 7 (1 when none).
+        shrink: integer down-scale factor ``align_face`` applies to very large faces (1 when none).
         crop_box: (clx, cly, crx, cry) in ``rsize`` pixels; None in ``resize`` mode.
         quad: (lx, ly, rx, ry) relative to ``crop_box``'s origin, unclipped floats; None in ``resize`` mode.
         crop_info_size: (r_w, r_h) = ``crop_info[0]`` of the reference: ``(trunc(rx) - trunc(lx),
-            trunc(ry) - trunc(ly))`` in crop modes (also for ``ext`` modes, quirk 12), (W, H) in resize mode.
+            trunc(ry) - trunc(ly))`` in crop modes (also for ``ext`` modes, as the official code does,
+            although they render the whole crop rectangle), (W, H) in resize mode.
             The renderer resizes its frames to ``S × trunc(S·r_h/r_w)``.
         region: the pixels actually taken, in ``rsize`` pixels (after the array-bound clipping that the
             reference gets from numpy slicing); the source image is ``region`` resized to S×S.
@@ -97,7 +102,7 @@ class CropRecord:
 
     @property
     def paste_box_rsize(self) -> Box:
-        """Paste target of SPEC §7.4 in ``rsize`` pixels, as the reference computes it (unclipped, quirk 11).
+        """Paste target of the official ``paste_pic`` (src/utils/paste_pic.py) in ``rsize`` pixels, unclipped.
 
         ``full``/``crop``: ``(clx + trunc(lx), cly + trunc(ly), clx + trunc(rx), cly + trunc(ry))``;
         ``extfull``/``extcrop``: the crop rectangle; ``resize``: the whole image.
@@ -112,9 +117,11 @@ class CropRecord:
 
     @property
     def paste_box(self) -> Box:
-        """:attr:`paste_box_rsize` in original-image pixels (quirk 13 fixed; identical when ``shrink <= 1``).
+        """:attr:`paste_box_rsize` in original-image pixels (identical when ``shrink <= 1``; the official
+        code pastes the ``rsize`` box into the original image unchanged).
 
-        Like the reference it may extend past the image (quirk 11); clip it for a bounds-safe paste.
+        Like the reference's box it may extend past the image (it comes from the unclipped quad); clip it for
+        a bounds-safe paste.
         """
         return self._to_original(self.paste_box_rsize)
 
@@ -164,7 +171,7 @@ def normalise_mode(mode: str) -> CropMode:
 def face_box(
     landmarks: np.ndarray, image_size: tuple[int, int], output_size: int = ALIGN_OUTPUT_SIZE
 ) -> FaceBox:
-    """SPEC §2.4: crop rectangle and face quad from 68 landmarks.
+    """Crop rectangle and face quad from 68 landmarks (official ``Preprocesser.align_face``).
 
     Args:
         landmarks: (68, 2) (x, y) in original-image pixels, iBUG-68 order. Computed in float32 like the
@@ -195,7 +202,7 @@ def face_box(
 
     shrink = int(np.floor(qsize / output_size * 0.5))
     if shrink > 1:
-        # Quirk 29 fixed: the reference resizes a PIL image (Image.ANTIALIAS) only to read its size.
+        # The reference resizes a PIL image (Image.ANTIALIAS, gone in Pillow 10) only to read its size.
         rsize = (int(np.rint(float(width) / shrink)), int(np.rint(float(height) / shrink)))
         quad /= shrink
         qsize /= shrink
@@ -223,7 +230,7 @@ def face_box(
     lx = max(min(q[0], q[2]), 0)
     ly = max(min(q[1], q[7]), 0)
     rx = min(max(q[4], q[6]), rsize[0])
-    ry = min(max(q[3], q[5]), rsize[0])  # sic: the width (quirk 10, reproduced)
+    ry = min(max(q[3], q[5]), rsize[0])  # sic: the width, as the official align_face
     return FaceBox(rsize=rsize, shrink=shrink, crop=crop, quad=(float(lx), float(ly), float(rx), float(ry)))
 
 
@@ -235,7 +242,10 @@ def plan_crop(
     *,
     path: str = "<image>",
 ) -> CropRecord:
-    """SPEC §2.5: the crop of ``mode`` for a photo of ``image_size`` (W, H) with stage-A ``landmarks``.
+    """The crop of ``mode`` for a photo of ``image_size`` (W, H) with stage-A ``landmarks``.
+
+    Follows the mode branches of the official ``CropAndExtract.generate`` (src/utils/preprocess.py).
+    Stage-A landmarks are those found on the original photo; they place the crop box.
 
     Args:
         mode: ``crop`` (default of the reference), ``extcrop``, ``resize``, ``full`` or ``extfull``.
@@ -290,7 +300,7 @@ def plan_crop(
 
 
 def apply_crop(image: np.ndarray, record: CropRecord) -> np.ndarray:
-    """SPEC §2.5 steps 1-3: the cropped face (before the S×S resize).
+    """The cropped face before the S×S resize, as the official ``Preprocesser.crop`` (src/utils/croper.py).
 
     Args:
         image: (H, W, 3) uint8 RGB photo of size ``record.original_size``.
@@ -309,7 +319,8 @@ def apply_crop(image: np.ndarray, record: CropRecord) -> np.ndarray:
 
 
 def source_image(cropped: np.ndarray, size: int = 256) -> np.ndarray:
-    """SPEC §2.6: (size, size, 3) uint8, OpenCV bilinear, aspect ratio not preserved.
+    """(size, size, 3) uint8, OpenCV bilinear, aspect ratio not preserved, as the official
+    ``CropAndExtract.generate``.
 
     This is the renderer's source image and the input of the stage-B landmarks.
     """

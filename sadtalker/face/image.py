@@ -1,7 +1,9 @@
 """Source photo loading: any common still image to an 8-bit RGB array, or a clear :class:`ImageError`.
 
-The reference reads ``.jpg/.png/.jpeg`` files with OpenCV ``IMREAD_COLOR`` (SPEC §2.1). We read with Pillow,
-by content (not by extension, so ``.PNG``/``.JPG`` work: quirk 27 fixed), and match what OpenCV returns.
+The official ``CropAndExtract.generate`` (src/utils/preprocess.py) reads ``.jpg/.png/.jpeg`` files with
+OpenCV ``IMREAD_COLOR`` and anything else as a video, by a case-sensitive extension test (so ``.PNG`` and
+``.JPG`` go to the video reader). We read with Pillow, by content (not by extension, so ``.PNG``/``.JPG``
+work), and match what OpenCV returns.
 A video given as the photo (decided by content: MP4/QuickTime, Matroska/WebM, AVI, FLV, MPEG) gives its
 first frame, as the reference does for a video source (:func:`first_video_frame`; decoded with ffmpeg).
 For still images:
@@ -87,7 +89,7 @@ def load_image(path: str | Path, *, min_side: int = MIN_SIDE, max_pixels: int = 
         with open(path, "rb") as handle:
             head = handle.read(512)
         kind = sniff_media(head)
-        if kind is not None and kind[0] == "video":  # a clip as the source: its first frame (SPEC §2.1)
+        if kind is not None and kind[0] == "video":  # a video source: its first frame (as the official code)
             return first_video_frame(path, str(path), kind[1], min_side=min_side, max_pixels=max_pixels)
         data = path.read_bytes()
     except OSError as exc:

@@ -1,7 +1,9 @@
 """Face detection and 68 landmarks (iBUG-68 order) behind one small interface, with two backends.
 
-The reference uses facexlib's RetinaFace + AWing FAN (98 points → 68, SPEC §2.2-2.3), whose weights are
-not redistributable here; the landmarks only have to be good 68-point landmarks, so:
+The reference uses facexlib's RetinaFace + AWing FAN, 98 points reduced to 68 by facexlib's
+``landmark_98_to_68`` (``Preprocesser.get_landmark`` in src/utils/croper.py, ``KeypointExtractor`` in
+src/face3d/extract_kp_videos_safe.py), whose weights are not redistributable here; the landmarks only have
+to be good 68-point landmarks, so:
 
 * :class:`FaceAlignmentBackend` (production default): face-alignment's S3FD detector + 2D-FAN-4. Never
   downloads anything itself: its two weight files must already be in torch hub's cache, verified by
@@ -13,10 +15,12 @@ Each backend has an ``identity``: its name and one SHA-256 over the files its re
 (:func:`landmarker_identity`); face cache keys include it, so faces found by one backend (or by other
 weights) are never reused by another.
 
-Channel order: both backends take RGB, as they were trained (the reference's RGB/BGR swaps, quirk 9,
-belong to facexlib's networks and have no meaning for these). Boxes are clamped to the image (the
-reference's negative-slice bug, quirk 14, cannot happen). :func:`find_face` picks one face, detecting on a
-downscaled copy of very large photos, and raises :class:`NoFaceError` when there is no usable face.
+Channel order: both backends take RGB, as they were trained (the reference gives RetinaFace an RGB
+array as if it were BGR when it finds the crop box, and its FAN sees BGR; those swaps belong to facexlib's
+networks and have no meaning for these). Boxes are clamped to the image (the reference slices the image
+with the raw detection box, so a negative coordinate counts from the far end; that cannot happen here).
+:func:`find_face` picks one face, detecting on a downscaled copy of very large photos, and raises
+:class:`NoFaceError` when there is no usable face.
 """
 
 from __future__ import annotations

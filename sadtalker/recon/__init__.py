@@ -1,6 +1,7 @@
 """3DMM coefficients of the source image: 224 alignment (:mod:`.align`), the ResNet-50 regressor
 (:mod:`.resnet_recon`), the coefficient layout (:mod:`.coefficients`) and their composition
-(:mod:`.extract`). SPEC §2.7-2.9."""
+(:mod:`.extract`). Official counterpart: the 3DMM part of ``CropAndExtract.generate``
+(src/utils/preprocess.py)."""
 
 from sadtalker.recon.align import Aligned, align_face_224, five_points, pos_fit
 from sadtalker.recon.coefficients import COEFF_SLICES, Coeffs3DMM, semantic_row, split_coeffs

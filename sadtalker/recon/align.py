@@ -1,9 +1,9 @@
-"""Similarity alignment of the S×S source to the 224×224 input of the 3DMM regressor (SPEC §2.7).
+"""Similarity alignment of the S×S source to the 224×224 input of the 3DMM regressor.
 
-Deep3DFaceRecon's rule (``src/face3d/util/preprocess.py`` of the reference): 68 → 5 points, a
-weak-perspective least-squares fit (POS) of the 5 image points to the standard face's 5 points, a scale
-``s = 102 / s_pos``, then a Pillow-bicubic resize by ``s`` and a 224×224 crop. Pure functions; float
-dtypes follow the reference so ``trans_params`` and the crop offsets match it exactly.
+Deep3DFaceRecon's rule (``align_img`` in ``src/face3d/util/preprocess.py`` of the reference): 68 → 5
+points, a weak-perspective least-squares fit (POS) of the 5 image points to the standard face's 5 points,
+a scale ``s = 102 / s_pos``, then a Pillow-bicubic resize by ``s`` and a 224×224 crop. Pure functions;
+float dtypes follow the reference so ``trans_params`` and the crop offsets match it exactly.
 """
 
 from __future__ import annotations
@@ -44,12 +44,12 @@ def five_points(landmarks: np.ndarray) -> np.ndarray:
     )
 
 
-#: (5, 3) float32: the standard face's five points (SPEC §1.7 table).
+#: (5, 3) float32: the standard face's five points (as the official ``load_lm3d`` computes them).
 STANDARD_FIVE_POINTS: np.ndarray = five_points(STANDARD_FACE_LM3D)
 
 
 def pos_fit(points_2d: np.ndarray, points_3d: np.ndarray) -> tuple[np.ndarray, float]:
-    """POS: least-squares weak-perspective fit ``u = r1·X + a``, ``v = r2·X + b`` (SPEC §2.7.2).
+    """POS: least-squares weak-perspective fit ``u = r1·X + a``, ``v = r2·X + b`` (official ``POS``).
 
     Args:
         points_2d: (N, 2) image points (y up).
@@ -71,8 +71,9 @@ def pos_fit(points_2d: np.ndarray, points_3d: np.ndarray) -> tuple[np.ndarray, f
 
 
 def crop_offsets(width: int, height: int, t: np.ndarray, s: float) -> tuple[int, int, int, int]:
-    """SPEC §2.7.4: resized size ``(w, h)`` and the crop's top-left ``(left, up)``, all truncated toward
-    zero (also for negative values: quirk 30, reproduced)."""
+    """Resized size ``(w, h)`` and the crop's top-left ``(left, up)`` of the official ``resize_n_crop_img``,
+    all truncated toward zero by ``astype(np.int32)`` as there, also for negative values (where flooring
+    would move the crop by one pixel)."""
     w = int(np.float64(width * s).astype(np.int32))
     h = int(np.float64(height * s).astype(np.int32))
     half = TARGET_SIZE / 2
@@ -97,7 +98,7 @@ class Aligned:
 
 
 def align_face_224(image: np.ndarray, landmarks: np.ndarray) -> Aligned:
-    """Align the S×S source image for the 3DMM regressor (SPEC §2.7).
+    """Align the S×S source image for the 3DMM regressor (official ``align_img``).
 
     Args:
         image: (H, W, 3) uint8 RGB (the S×S source image).

@@ -1,4 +1,8 @@
-"""The 257 Deep3DFaceRecon coefficients and SadTalker's 73-dim per-frame row (SPEC §2.9)."""
+"""The 257 Deep3DFaceRecon coefficients and SadTalker's 73-dim per-frame row.
+
+Official counterpart: ``split_coeff`` and the ``coeff_3dmm`` row built in ``CropAndExtract.generate``
+(src/utils/preprocess.py).
+"""
 
 from __future__ import annotations
 

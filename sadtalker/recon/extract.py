@@ -1,6 +1,7 @@
 """Per-photo 3DMM extraction: stage-B landmarks → 224 alignment → ReconNet → coefficient rows.
 
-``CropAndExtract.generate`` of the reference (SPEC §2.2 stage B, §2.7-§2.9) for one S×S source image.
+The 3DMM part of the official ``CropAndExtract.generate`` (src/utils/preprocess.py: landmarks on the S×S
+image, ``align_img``, ``ReconNetWrapper``, the 73-dim ``coeff_3dmm`` row) for one S×S source image.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def extract_3dmm(
 
 @dataclass(frozen=True, eq=False)
 class Recon3DMMFrames:
-    """3DMM of a frame sequence (a reference video, SPEC §2.11).
+    """3DMM of a frame sequence (a reference video; the official code runs it through ``CropAndExtract``).
 
     Attributes:
         coeff_3dmm: (N, 73) float32 rows.
@@ -154,7 +155,7 @@ def extract_3dmm_frames(
     min_face_size: float = STAGE_B_MIN_FACE_SIZE,
     path: str = "<video>",
 ) -> Recon3DMMFrames:
-    """3DMM rows of N S×S frames (each frame cropped with the first frame's box, SPEC §2.11).
+    """3DMM rows of N S×S frames (each frame cropped with the first frame's box, as ``Preprocesser.crop``).
 
     Args:
         sources: N (S, S, 3) uint8 RGB frames.

@@ -1,5 +1,5 @@
 """3DMM coefficient regressor: ReconNet, Deep3DFaceRecon's ``ReconNetWrapper('resnet50', use_last_fc=False)``
-as used by SadTalker (SPEC §2.8).
+as used by SadTalker (src/face3d/models/networks.py).
 
 A torchvision-layout ResNet-50 v1.5 backbone (stride in the 3×3 conv of each bottleneck, no fc) followed by
 seven 1×1 conv heads whose outputs are concatenated into the 257 Deep3DFaceRecon coefficients

@@ -1,4 +1,4 @@
-"""The 68 3D landmarks of the standard face used by the 5-point similarity alignment (SPEC §1.7).
+"""The 68 3D landmarks of the standard face used by the 5-point similarity alignment.
 
 Origin: ``src/config/similarity_Lm3D_all.mat`` of the official SadTalker repository (OpenTalker/SadTalker,
 Apache-2.0; the file comes from Deep3DFaceRecon_pytorch), MATLAB variable ``lm``, float32 68×3 (x right,

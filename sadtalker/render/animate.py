@@ -5,9 +5,10 @@ per-clip work once (canonical keypoints, source keypoints, the generator's sourc
 :meth:`~FaceAnimator.animate` then streams frames in chunks of ``batch_size``, building each chunk's
 27-frame coefficient windows on the fly, so memory does not grow with the number of frames.
 
-Frames equal those of the reference's ``(batch_size, steps)`` layout: every frame is rendered from the
-same source independently, and all norms are per-sample or eval-mode BatchNorm, so the grouping of frames
-into batches does not change values (SPEC §6.1, §6.7).
+Frames equal those of the reference's ``(batch_size, steps)`` layout (``get_facerender_data`` in
+src/generate_facerender_batch.py, ``make_animation`` in src/facerender/modules/make_animation.py): every
+frame is rendered from the same source independently, and all norms are per-sample or eval-mode
+BatchNorm, so the grouping of frames into batches does not change values.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Renderer inputs (SadTalker §3.3 face render; SPEC §6.1 and §6.8): pure numpy functions.
+"""Renderer inputs (SadTalker §3.3 face render): pure numpy functions.
+
+Official counterpart: ``get_facerender_data`` and ``gen_camera_pose`` in src/generate_facerender_batch.py.
 
 * the source image as a float tensor, the source semantics (the source's coefficients as a 27-column window);
 * the target coefficients (expression scale, ``full``-mode crop parameters, still mode);
@@ -52,7 +54,8 @@ def target_coefficients(
 ) -> np.ndarray:
     """Driving coefficients as the renderer sees them: ``(T, 70)`` → ``(T, C)`` float32, C = 73 if ``full``.
 
-    In this order (SPEC §6.1): expression dims ×``expression_scale`` (the source is not scaled, quirk 33);
+    In the order of the official ``get_facerender_data``: expression dims ×``expression_scale`` (only the
+    target frames; the source is not scaled, as there);
     ``full``: append the source's crop parameters (dims 70:73) to every frame; ``still``: overwrite dims
     ``[64, C)`` of every frame with the source's (pose, and crop parameters in full mode).
 
@@ -121,9 +124,9 @@ def camera_angle_sequence(angles: Sequence[float], num_frames: int) -> np.ndarra
 
     One angle: constant. Several: the total path ``Σ|a_{k+1} - a_k|`` is spread evenly over ``T - 1`` frame
     steps; each leg contributes ``np.arange(a_k, a_{k+1}, ±step)`` (end excluded); the result is cut to T or
-    padded with its last value. This equals the reference wherever the reference works; its divisions by
-    zero (quirk 28) are fixed: a leg between equal angles contributes no frames, ``T = 1`` gives
-    ``[a_0]``, and when nothing moves at all every frame holds ``a_0``.
+    padded with its last value. This equals the official ``gen_camera_pose`` wherever it works; it divides
+    by zero for equal consecutive angles or ``T = 1``, which is fixed here: a leg between equal angles
+    contributes no frames, ``T = 1`` gives ``[a_0]``, and when nothing moves at all every frame holds ``a_0``.
     """
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")

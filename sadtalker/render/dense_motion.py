@@ -5,8 +5,9 @@ From the source's 3-D feature volume and the source/driving keypoints it predict
 The source-only part (compressing the feature volume to 4 channels) is split out in :meth:`compress_source`
 so the renderer can compute it once per clip.
 
-Reproduced quirks (SPEC §8): ``grid_sample`` with ``align_corners=False`` over an endpoint-inclusive
-coordinate grid (a half-voxel offset), and mask weights below 1e-3 zeroed without renormalisation.
+Reproduced from the official ``DenseMotionNetwork`` (src/facerender/modules/dense_motion.py):
+``grid_sample`` with ``align_corners=False`` over an endpoint-inclusive coordinate grid (a half-voxel
+offset), and mask weights below 1e-3 zeroed without renormalisation.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Head pose and expression estimator (face-vid2vid "H"; present in SadTalker's legacy checkpoint only).
 
-SadTalker never calls it at inference (MappingNet replaces it, SPEC §6.6): it exists so that the legacy
-``facevid2vid_00189-model.pth.tar`` layout (``he_estimator/*``) can be derived and loaded strictly.
-The forward is implemented for completeness and keeps the reference's swapped heads (quirk 18): the
-``fc_roll`` head is returned as yaw and ``fc_yaw`` as roll.
+SadTalker never calls it at inference (MappingNet replaces it; the official ``make_animation`` has its
+only call commented out): it exists so that the legacy ``facevid2vid_00189-model.pth.tar`` layout
+(``he_estimator/*``) can be derived and loaded strictly. The forward is implemented for completeness and
+keeps the swapped heads of the official ``HEEstimator.forward`` (src/facerender/modules/keypoint_detector.py):
+the ``fc_roll`` head is returned as yaw and ``fc_yaw`` as roll.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Keypoint transformation of the face renderer (SadTalker §3.3; face-vid2vid's ``T(x_c, R, t, δ)``).
 
 Pure tensor functions: MappingNet's head-pose bins → degrees → rotation matrix, and the transformation of
-the canonical keypoints by rotation, translation and expression offsets (SPEC §6.3). Two reference quirks
-are reproduced on purpose (the weights were trained with them): degrees → radians uses **3.14**, not π;
-only the y component of the translation is used.
+the canonical keypoints by rotation, translation and expression offsets (official
+``headpose_pred_to_degree``, ``get_rotation_matrix`` and ``keypoint_transformation`` in
+src/facerender/modules/make_animation.py). Two oddities of that code are reproduced on purpose (the
+weights were trained with them): degrees → radians uses **3.14**, not π; only the y component of the
+translation is used.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch.nn.functional as F
 from sadtalker.render.mapping import MappingOutput
 
 REFERENCE_PI = 3.14
-"""The reference's degrees → radians constant (``deg / 180 * 3.14``); quirk 1 of the SPEC."""
+"""The official degrees → radians constant (``deg / 180 * 3.14`` in ``get_rotation_matrix``), not π."""
 
 
 def headpose_bins_to_degrees(logits: torch.Tensor) -> torch.Tensor:
@@ -57,7 +59,8 @@ def transform_keypoints(
         kp_canonical: ``(B, K, 3)`` or ``(1, K, 3)`` (broadcast to the B of ``he``).
         he: MappingNet output for B windows.
         yaw_override, pitch_override, roll_override: optional ``(B,)`` angles in degrees (free-view camera,
-            SPEC §6.8) that replace the predicted angle; used for driving keypoints only.
+            the official ``yaw_in``/``pitch_in``/``roll_in``) that replace the predicted angle; used for
+            driving keypoints only.
 
     Returns ``(B, K, 3)``. Inputs are not modified (the reference zeroes ``t[:, 0]``/``t[:, 2]`` in place).
     """
@@ -69,5 +72,5 @@ def transform_keypoints(
     kp = kp_canonical.expand(batch, -1, -1)
     kp_rotated = torch.einsum("bmp,bkp->bkm", rot, kp)  # (B, K, 3)
     t = torch.zeros_like(he.t)
-    t[:, 1] = he.t[:, 1]  # quirk 2: x and z of the translation are dropped
+    t[:, 1] = he.t[:, 1]  # as the official code: x and z of the translation are dropped
     return kp_rotated + t.unsqueeze(1) + he.exp.view(batch, -1, 3)

@@ -1,6 +1,7 @@
-"""The renderer's float frames in (0, 1) -> uint8 RGB, on the device before the copy to the host (SPEC §6.10
-step 1; scikit-image ``img_as_ubyte``: ``rint(x · 255)``, round half to even, clipped). The resize to the
-crop's aspect ratio lives in :mod:`sadtalker.video.postprocess`.
+"""The renderer's float frames in (0, 1) -> uint8 RGB, on the device before the copy to the host (the
+scikit-image ``img_as_ubyte`` of the official ``AnimateFromCoeff.generate``, src/facerender/animate.py:
+``rint(x · 255)``, round half to even, clipped). The resize to the crop's aspect ratio lives in
+:mod:`sadtalker.video.postprocess`.
 """
 
 from __future__ import annotations

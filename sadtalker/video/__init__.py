@@ -1,5 +1,7 @@
-"""Rendered frames → the delivered file: uint8 conversion and resize (SPEC §6.10), paste-back into the photo
-(§7.4), streaming H.264 + AAC encoding with atomic rename (§7.1–7.3), and probing of written files."""
+"""Rendered frames → the delivered file: uint8 conversion and resize, paste-back into the photo, streaming
+H.264 + AAC encoding with atomic rename, and probing of written files. Official counterparts:
+``AnimateFromCoeff.generate`` (src/facerender/animate.py), ``paste_pic`` (src/utils/paste_pic.py) and
+``save_video_with_watermark`` (src/utils/videoio.py)."""
 
 from sadtalker.video.encode import VideoWriter, remove_stale_temps
 from sadtalker.video.ffmpeg import FFmpegError, MediaInfo, ffmpeg_exe, ffprobe_exe, probe

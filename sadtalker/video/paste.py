@@ -1,15 +1,18 @@
-"""Paste-back of rendered face frames into the original photo (modes ``full`` / ``extfull``, SPEC §7.4).
+"""Paste-back of rendered face frames into the original photo (modes ``full`` / ``extfull``).
+
+Official counterpart: ``paste_pic`` (src/utils/paste_pic.py).
 
 Differences from the reference, all robustness fixes:
 
-* quirk 25: the frames pasted are the in-memory uint8 frames, not frames decoded back from the crf-25 file
-  (no double lossy coding); the result goes to :class:`~sadtalker.video.encode.VideoWriter` (H.264), not to
-  an MPEG-4 Part 2 file;
-* quirks 11 / 13: a box that extends past the image (face at a border) is not an error. The frame is resized
-  to the *whole* box, as in the reference, and only its part inside the image is blended, so the face stays
-  where the box says. A box given in the coordinates of a down-scaled image (``shrink > 1``) is mapped to the
-  photo with ``box_space``. A box with less than 5 visible pixels in a dimension pastes nothing (the photo is
-  returned unchanged, with one warning) instead of crashing ``cv2.seamlessClone``.
+* the frames pasted are the in-memory uint8 frames; the official code pastes frames decoded back from its
+  crf-25 H.264 file (double lossy coding) and writes an MPEG-4 Part 2 file. Here the result goes to
+  :class:`~sadtalker.video.encode.VideoWriter` (H.264);
+* a box that extends past the image (face at a border; the official box comes from the unclipped quad) is
+  not an error. The frame is resized to the *whole* box, as in the reference, and only its part inside the
+  image is blended, so the face stays where the box says. A box given in the coordinates of a down-scaled
+  image (``shrink > 1``; the official code pastes it unmapped) is mapped to the photo with ``box_space``. A
+  box with less than 5 visible pixels in a dimension pastes nothing (the photo is returned unchanged, with
+  one warning) instead of crashing ``cv2.seamlessClone``.
 
 The box is plain ints ``(x1, y1, x2, y2)``, right/bottom exclusive, computed by the face module:
 ``full``: ``(clx + trunc(lx), cly + trunc(ly), clx + trunc(rx), cly + trunc(ry))``; ``extfull``: the crop
@@ -55,7 +58,8 @@ class PasteBack:
     Args:
         background_rgb: (H, W, 3) uint8 RGB original photo (for a video source: its first frame).
         box: (x1, y1, x2, y2) target box in ``box_space`` pixels; may extend past the image.
-        box_space: (W, H) of the image the box refers to, when it is not the photo's own size (quirk 13).
+        box_space: (W, H) of the image the box refers to, when it is not the photo's own size (``shrink > 1``;
+            the official code pastes such a box unmapped).
 
     Calling the object with a (h, w, 3) uint8 RGB rendered frame (any size; it is resized to the box with
     OpenCV bilinear) returns a new (H, W, 3) uint8 RGB frame; the background array is never modified.

@@ -1,4 +1,6 @@
-"""Renderer output → uint8 frames of the output size (SPEC §6.10), and the optional enhancer hook (§7.5).
+"""Renderer output → uint8 frames of the output size, and the optional enhancer hook.
+
+Official counterpart: the frame steps of ``AnimateFromCoeff.generate`` (src/facerender/animate.py).
 
 Pure functions over numpy arrays; no I/O. Order in a pipeline::
 
@@ -19,8 +21,8 @@ import numpy as np
 
 @runtime_checkable
 class FrameEnhancer(Protocol):
-    """Optional face restoration applied to each final frame before encoding (SPEC §7.5; GFPGAN /
-    RestoreFormer in the reference, none implemented here).
+    """Optional face restoration applied to each final frame before encoding (GFPGAN / RestoreFormer in the
+    official src/utils/face_enhancer.py; none implemented here).
 
     ``__call__(frame_rgb)`` takes one (H, W, 3) uint8 RGB frame (the pasted full frame in full modes, the
     resized crop otherwise) and returns a uint8 RGB frame, possibly larger (GFPGAN v1.4 doubles it); every
@@ -63,7 +65,7 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
 
 
 def output_size(size: int, ref_wh: tuple[int, int]) -> tuple[int, int]:
-    """(width, height) of the output frames: ``(S, trunc(S · r_h / r_w))`` (SPEC §6.10 step 2).
+    """(width, height) of the output frames: ``(S, trunc(S · r_h / r_w))``, as the official code.
 
     Args:
         size: S, the render size (256 or 512).
@@ -96,7 +98,8 @@ def resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
 def postprocess(
     rendered: np.ndarray, size: int, ref_wh: tuple[int, int], num_frames: int | None = None
 ) -> np.ndarray:
-    """SPEC §6.10 in one call: first ``num_frames`` of (T', S, S, 3) float frames → (T, h, S, 3) uint8 RGB.
+    """The official post-render steps in one call: first ``num_frames`` of (T', S, S, 3) float frames →
+    (T, h, S, 3) uint8 RGB.
 
     Args:
         rendered: (T', S, S, 3) float in [0, 1], channels last (see :func:`chw_to_hwc`).

@@ -1,4 +1,8 @@
-"""The official weight files as typed metadata (SPEC.md §1.1, §1.4) and the local cache directory."""
+"""The official weight files as typed metadata and the local cache directory.
+
+The files and URLs are those of the official scripts/download_models.sh (the legacy ``.pth`` set is its
+commented-out block); ``init_path`` (src/utils/init_path.py) chooses among them.
+"""
 
 from __future__ import annotations
 
@@ -135,7 +139,8 @@ def sadtalker_file(size: int) -> WeightFile:
 
 
 def mapping_file(preprocess: str) -> WeightFile:
-    """mapping_00109 (coeff_nc 73) for the full modes, mapping_00229 (coeff_nc 70) otherwise (SPEC §1.2)."""
+    """mapping_00109 (coeff_nc 73) for the full modes, mapping_00229 (coeff_nc 70) otherwise, as the
+    official ``init_path``."""
     return REGISTRY["mapping_00109-model.pth.tar" if "full" in preprocess else "mapping_00229-model.pth.tar"]
 
 
