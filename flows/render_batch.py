@@ -666,6 +666,7 @@ def render_batch(
             qc_thresholds=overrides or None,
             weights=policy,
             timeouts=limits,
+            allowed_prefixes=tuple(checked.allowed_prefixes),  # rechecked as each input is opened
         )
         key = artifact_key(manifest, _deployment_name())
         log.info("batch %s: %d rows -> %s", batch, checked.num_rows, storage.redact(paths.root))

@@ -20,7 +20,6 @@ import argparse
 import hashlib
 import io
 import math
-import os
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,6 +34,7 @@ from pydantic import ValidationError
 from manifests.schema import REQUIRED_COLUMNS, URI_COLUMNS, ManifestRow
 from sadtalker import storage
 from sadtalker.errors import InputError
+from sadtalker.inputs import ANY_PATH, OUTSIDE, canonical, is_allowed
 
 __all__ = [
     "ANY_PATH",
@@ -50,9 +50,6 @@ __all__ = [
 ]
 
 _PANDAS_INDEX_PREFIX = "__index_level_"
-#: The ``allowed_prefixes`` entry that allows any path (``--allow-any-path``; one-machine use only).
-ANY_PATH = "*"
-_OUTSIDE = "outside the allowed input prefixes"
 
 
 class ManifestError(InputError):
@@ -262,13 +259,6 @@ def validate_records(
     )
 
 
-def _canonical(uri: str) -> str:
-    """``uri`` normalised (:func:`sadtalker.storage.normalize`: ``..`` folded, no trailing slash); local
-    paths also with every symlink resolved, so that what is compared is the file that would be opened."""
-    norm = storage.normalize(uri)
-    return os.path.realpath(norm) if storage.is_local(norm) else norm
-
-
 def allowed_input_prefixes(prefixes: Sequence[str] | None, base: str) -> tuple[str, ...]:
     """The allowed prefixes in the form :func:`validate_records` compares: ``None`` is ``base``'s tree (the
     manifest's folder); ``*`` anywhere (returned alone); local paths absolute (relative ones against the
@@ -278,34 +268,27 @@ def allowed_input_prefixes(prefixes: Sequence[str] | None, base: str) -> tuple[s
         ValueError: an empty prefix (it would silently mean the current directory).
     """
     if prefixes is None:
-        return (_canonical(base),)
+        return (canonical(base),)
     if isinstance(prefixes, str):
         prefixes = [prefixes]
     if any(not str(p).strip() for p in prefixes):
         raise ValueError("allowed_prefixes: an empty prefix; name folders or URLs, or '*' for any path")
     if ANY_PATH in (str(p).strip() for p in prefixes):
         return (ANY_PATH,)
-    return tuple(dict.fromkeys(_canonical(str(p).strip()) for p in prefixes))
-
-
-def _within(uri: str, prefix: str) -> bool:
-    if prefix == ANY_PATH or uri == prefix:
-        return True
-    if prefix.endswith("://"):  # a whole store, e.g. "s3://"
-        return uri.startswith(prefix)
-    return uri.startswith(prefix.rstrip("/") + "/")
+    return tuple(dict.fromkeys(canonical(str(p).strip()) for p in prefixes))
 
 
 def _outside(value: str, uri: str, allowed: Sequence[str]) -> str | None:
     """None when the cell ``value`` (``uri``: resolved against the manifest's folder) lies under one of
-    ``allowed`` once symlinks are resolved, else the row's problem."""
-    real = _canonical(uri)
-    if any(_within(real, prefix) for prefix in allowed):
+    ``allowed`` once symlinks are resolved, else the row's problem. (The workers apply the same rule again
+    when they open the file: :func:`sadtalker.inputs.localize_input`.)"""
+    real = canonical(uri)
+    if is_allowed(real, allowed):
         return None
     shown = real if real == value else f"{value} (resolves to {real})"
     return str(
         storage.redact(
-            f"{_OUTSIDE} ({', '.join(allowed) or 'none'}): {shown}; allow its location with --allow-prefix "
+            f"{OUTSIDE} ({', '.join(allowed) or 'none'}): {shown}; allow its location with --allow-prefix "
             "(flow parameter allowed_prefixes)"
         )
     )

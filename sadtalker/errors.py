@@ -40,6 +40,12 @@ class ReferenceVideoError(InputError):
     empty, or without a video stream. (A video without any usable face raises :class:`NoFaceError`.)"""
 
 
+class OutsidePrefixesError(InputError):
+    """An input file that lies outside the batch's allowed input prefixes when a worker opens it (e.g. swapped
+    for a symlink out of them after the manifest was validated): refused before any byte of it is read
+    (``sadtalker.inputs``)."""
+
+
 class StageTimeout(SadTalkerError):
     """A stage (face, coeffs, render, qc) ran past its time limit (``sadtalker.timeouts``): whatever it was
     waiting for (ffmpeg, the renderer) was stopped and its processes killed.

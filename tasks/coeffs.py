@@ -12,6 +12,7 @@ from prefect import task
 from manifests.schema import ManifestRow
 from sadtalker import storage
 from sadtalker.coeffs.reference import is_reference_video
+from sadtalker.inputs import InputFiles
 from tasks.common import (
     STAGE_TASK_OPTIONS,
     cached_artefact,
@@ -91,15 +92,16 @@ def coefficients_task(row: ManifestRow, face: FaceRecord, ctx: StageContext) -> 
     """Compute the coefficients of ``row.audio`` for ``face`` into ``<cache>/coeffs/<key>.npz`` unless they
     are there (or ``force``); copy them to ``items/<id>/coeffs.npz``. Reference files (``ref_eyeblink``,
     ``ref_pose``) are downloaded and hashed into the key; a reference video (by content) is reconstructed
-    once into ``<cache>/refs/`` (:func:`reference_coefficients_cached`) and its key enters the key."""
+    once into ``<cache>/refs/`` (:func:`reference_coefficients_cached`) and its key enters the key. Every
+    input file is checked against ``ctx.allowed_prefixes`` as it is opened (``OutsidePrefixesError``)."""
     start = time.perf_counter()
     pl, models = pipeline(), shared_models(ctx.weights)
     item = ctx.paths.item(row.id)
-    with storage.scratch_dir() as tmp:
-        audio = storage.localize(row.audio, tmp)
+    with storage.scratch_dir() as tmp, InputFiles(tmp, ctx.allowed_prefixes) as inputs:
+        audio = inputs.localize(row.audio)  # checked against the prefixes as it is opened
         audio_sha = storage.sha256_file(audio)
         refs = {name: getattr(row, name) for name in ("ref_eyeblink", "ref_pose")}
-        local_refs = {name: storage.localize(uri, tmp) if uri else None for name, uri in refs.items()}
+        local_refs = {name: inputs.localize(uri) if uri else None for name, uri in refs.items()}
         base = row.to_options(
             device=resolve_device(ctx.device), dtype=ctx.dtype, ref_eyeblink=None, ref_pose=None
         )

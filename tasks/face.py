@@ -8,6 +8,7 @@ from prefect import task
 
 from manifests.schema import ManifestRow
 from sadtalker import storage
+from sadtalker.inputs import InputFiles
 from tasks.common import (
     STAGE_TASK_OPTIONS,
     cached_artefact,
@@ -33,7 +34,8 @@ __all__ = ["extract_face_task"]
 @timed_stage("face")
 def extract_face_task(row: ManifestRow, ctx: StageContext) -> FaceRecord:
     """Extract the face of ``row.image`` into ``<cache>/face/<key>.npz`` unless it is there (or ``force``);
-    copy it to ``items/<id>/face.npz``. Raises ``InputError`` (no face, unreadable photo): never retried.
+    copy it to ``items/<id>/face.npz``. Raises ``InputError`` (no face, unreadable photo, a photo outside
+    ``ctx.allowed_prefixes`` when opened: ``OutsidePrefixesError``): never retried.
     The key names the worker's landmark backend and its weights: a worker that fell back to dlib never
     reuses, or overwrites, a face that face-alignment found (nor the reverse)."""
     start = time.perf_counter()
@@ -42,8 +44,8 @@ def extract_face_task(row: ManifestRow, ctx: StageContext) -> FaceRecord:
         device=resolve_device(ctx.device), dtype=ctx.dtype, ref_eyeblink=None, ref_pose=None
     )
     item = ctx.paths.item(row.id)
-    with storage.scratch_dir() as tmp:
-        image = storage.localize(row.image, tmp)
+    with storage.scratch_dir() as tmp, InputFiles(tmp, ctx.allowed_prefixes) as inputs:
+        image = inputs.localize(row.image)  # checked against the prefixes as it is opened
         image_sha = storage.sha256_file(image)
         landmarks = models.landmarker_identity()
         key = face_key(image_sha, options, weights_fingerprint(models, options), landmarks)

@@ -18,6 +18,7 @@ from prefect import task
 
 from manifests.schema import ManifestRow
 from sadtalker import storage
+from sadtalker.inputs import InputFiles
 from tasks.common import (
     STAGE_TASK_OPTIONS,
     logger,
@@ -102,13 +103,13 @@ def qc_task(
         options = row.to_options(
             device=resolve_device(ctx.device), dtype=ctx.dtype, ref_eyeblink=None, ref_pose=None
         )
-        with storage.scratch_dir() as tmp:
+        with storage.scratch_dir() as tmp, InputFiles(tmp, ctx.allowed_prefixes) as inputs:
             report = pl.quality_check(
                 storage.localize(render.video_uri, tmp),
                 pl.FaceResult.load(storage.localize(face.cache_uri, tmp)),
                 pl.CoeffResult.load(storage.localize(coeffs.cache_uri, tmp)),
-                storage.localize(row.image, tmp),
-                storage.localize(row.audio, tmp),
+                inputs.localize(row.image),  # both checked against the prefixes as they are opened
+                inputs.localize(row.audio),
                 options,
                 models=shared_models(ctx.weights),
                 synthetic_weights=render.synthetic_weights,

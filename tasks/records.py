@@ -25,6 +25,10 @@ class StageContext:
     ``weights``: the weights policy (``official`` | ``synthetic`` | ``auto``), resolved by the flow before
     any row work so that every worker loads its networks under the same rule. ``timeouts``: each stage's
     time limit (``sadtalker.timeouts.StageTimeouts``; the render's scales with the row's frames).
+    ``allowed_prefixes``: where the rows' input files may lie (the validation report's resolved
+    ``allowed_prefixes``); the stages check each local file again as they open it
+    (``sadtalker.inputs.InputFiles``), so a file swapped for a symlink out of them after validation is
+    refused. Empty or ``("*",)``: no check.
     """
 
     paths: BatchPaths
@@ -35,6 +39,7 @@ class StageContext:
     qc_thresholds: dict[str, dict[str, float]] | None = None
     weights: str | None = None
     timeouts: StageTimeouts = StageTimeouts()
+    allowed_prefixes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

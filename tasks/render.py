@@ -9,6 +9,7 @@ from prefect import task
 
 from manifests.schema import ManifestRow
 from sadtalker import storage
+from sadtalker.inputs import InputFiles
 from tasks.common import (
     STAGE_TASK_OPTIONS,
     logger,
@@ -66,9 +67,9 @@ def render_task(row: ManifestRow, face: FaceRecord, coeffs: CoeffRecord, ctx: St
     reused = previous is not None
     wait = 0.0
     if previous is None:
-        with storage.scratch_dir() as tmp:
-            image = storage.localize(row.image, tmp)
-            audio = storage.localize(row.audio, tmp)
+        with storage.scratch_dir() as tmp, InputFiles(tmp, ctx.allowed_prefixes) as inputs:
+            image = inputs.localize(row.image)  # both checked against the prefixes as they are opened
+            audio = inputs.localize(row.audio)
             face_result = pl.FaceResult.load(storage.localize(face.cache_uri, tmp))
             coeff_result = pl.CoeffResult.load(storage.localize(coeffs.cache_uri, tmp))
             out = tmp / "video.mp4"

@@ -192,3 +192,195 @@ def test_the_batch_never_opens_a_file_outside(tmp_path: Path, fake_pipeline: Any
     assert (
         cli_main(["run", manifest, "-o", str(tmp_path / "out2"), "--device", "cpu", "--allow-any-path"]) == 0
     )
+
+
+# ---- issue 11: a file swapped for a symlink out of the prefixes after validation (time of check / use) ----
+
+CHANGED = f"{OUTSIDE} (changed after validation?)"
+SECRET = b"private bytes FRAMES=3"
+
+
+def _swap_for_link(path: Path, target: Path) -> None:
+    """What an attacker does between validation and the worker: the checked file becomes a symlink out."""
+    path.unlink()
+    path.symlink_to(target)
+
+
+def _files_holding(root: Path, needle: bytes) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+def test_checked_input_inside_is_read_from_a_private_copy(tmp_path: Path) -> None:
+    from sadtalker.inputs import localize_input
+
+    _, batch = _batch(tmp_path)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    local = localize_input(str(batch / "p.png"), scratch, (str(batch),))
+    assert local.name == "p.png" and local.parent.parent == scratch and local.read_bytes() == b"photo"
+    # a swap after the check cannot reach what the stage reads
+    _swap_for_link(batch / "p.png", tmp_path / "elsewhere" / "x.png")
+    assert local.read_bytes() == b"photo"
+    # a symlink that stays inside the prefixes is fine (a link into the tree from the tree)
+    (batch / "inner.wav").symlink_to(batch / "s.wav")
+    assert localize_input(str(batch / "inner.wav"), scratch, (str(batch),)).read_bytes() == b"speech FRAMES=3"
+
+
+def test_checked_input_symlinked_outside_is_refused_unread(tmp_path: Path) -> None:
+    from sadtalker.errors import OutsidePrefixesError
+    from sadtalker.inputs import localize_input
+
+    _, batch = _batch(tmp_path)
+    _swap_for_link(batch / "p.png", tmp_path / "elsewhere" / "x.png")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with pytest.raises(OutsidePrefixesError) as caught:
+        localize_input(str(batch / "p.png"), scratch, (str(batch),))
+    message = str(caught.value)
+    assert message.startswith(f"{batch / 'p.png'}: {CHANGED}")
+    assert os.path.realpath(tmp_path / "elsewhere" / "x.png") in message
+    assert not list(scratch.rglob("*"))  # nothing of it was copied
+
+
+def test_any_path_or_no_prefixes_allow_anything(tmp_path: Path) -> None:
+    from sadtalker.inputs import localize_input
+
+    _, batch = _batch(tmp_path)
+    _swap_for_link(batch / "p.png", tmp_path / "elsewhere" / "x.png")
+    for prefixes in (("*",), (), None):
+        local = localize_input(str(batch / "p.png"), tmp_path, prefixes)
+        assert local == batch / "p.png" and local.read_bytes() == b"private photo"  # as before: no copy
+
+
+@pytest.mark.parametrize("proc", [True, False], ids=["proc-fd", "no-proc"])
+def test_a_swap_between_the_look_and_the_open_is_caught_on_the_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proc: bool
+) -> None:
+    """The path still resolves inside when it is looked at; the attacker swaps it just before ``open``:
+    the descriptor's real path (``/proc/self/fd``; without ``/proc``: the resolved path, same inode) is
+    outside, so the file is refused before a byte of it is read."""
+    from sadtalker import inputs
+    from sadtalker.errors import OutsidePrefixesError
+
+    _, batch = _batch(tmp_path)
+    real_open, real_readlink = os.open, os.readlink
+
+    def swapping_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if str(path) == str(batch / "p.png"):
+            _swap_for_link(batch / "p.png", tmp_path / "elsewhere" / "x.png")
+        return real_open(path, flags, *args, **kwargs)
+
+    def no_proc(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(path).startswith("/proc/self/fd/"):
+            raise FileNotFoundError(path)
+        return real_readlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(inputs.os, "open", swapping_open)
+    if not proc:
+        monkeypatch.setattr(inputs.os, "readlink", no_proc)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with pytest.raises(OutsidePrefixesError, match=r"changed after validation\?"):
+        inputs.localize_input(str(batch / "p.png"), scratch, (str(batch),))
+    assert (batch / "p.png").is_symlink() and not list(scratch.rglob("*"))
+
+
+def test_a_fifo_input_is_refused_without_blocking(tmp_path: Path) -> None:
+    from sadtalker.errors import InputError
+    from sadtalker.inputs import localize_input
+
+    _, batch = _batch(tmp_path)
+    os.mkfifo(batch / "pipe.wav")
+    with pytest.raises(InputError, match="not a regular file"):
+        localize_input(str(batch / "pipe.wav"), tmp_path, (str(batch),))
+
+
+@pytest.mark.parametrize(
+    ("column", "stage"), [("image", "face"), ("audio", "coeffs"), ("image", "render"), ("audio", "qc")]
+)
+def test_an_input_swapped_after_validation_fails_its_stage(
+    tmp_path: Path, fake_pipeline: Any, column: str, stage: str
+) -> None:
+    """A row valid at validation whose photo (or speech) then becomes a symlink to a file outside the
+    prefixes: the first stage that opens it fails with the clear error; the outside bytes reach no
+    pipeline call and no output."""
+    from sadtalker.errors import OutsidePrefixesError
+    from sadtalker.paths import BatchPaths
+    from tasks import StageContext, coefficients_task, extract_face_task, qc_task, render_task
+
+    manifest, batch = _batch(tmp_path)
+    (tmp_path / "elsewhere" / "secret").write_bytes(SECRET)
+    report = validate_manifest(manifest)
+    assert report.ok and report.allowed_prefixes == (os.path.realpath(batch),)
+    row = report.rows[0]
+    ctx = StageContext(
+        paths=BatchPaths.create(str(tmp_path / "out"), "b1"),
+        device="cpu",
+        allowed_prefixes=report.allowed_prefixes,
+    )
+    name = {"image": "p.png", "audio": "s.wav"}[column]
+    records: dict[str, Any] = {}
+    stages = {
+        "face": lambda: extract_face_task.fn(row, ctx),
+        "coeffs": lambda: coefficients_task.fn(row, records["face"], ctx),
+        "render": lambda: render_task.fn(row, records["face"], records["coeffs"], ctx),
+        "qc": lambda: qc_task.fn(row, records["face"], records["render"], records["coeffs"], ctx),
+    }
+    for current, run in stages.items():
+        if current == stage:
+            _swap_for_link(batch / name, tmp_path / "elsewhere" / "secret")
+            before = [call for call in fake_pipeline.CALLS if call[0] != "Models"]
+            with pytest.raises(OutsidePrefixesError) as caught:
+                run()
+            # refused before the pipeline got a path
+            assert [call for call in fake_pipeline.CALLS if call[0] != "Models"] == before
+            break
+        records[current] = run()
+    message = str(caught.value)
+    assert message.startswith(f"{batch / name}: {CHANGED}") and "secret" in message
+    assert _files_holding(tmp_path / "out", b"private bytes") == []
+
+
+def test_the_batch_fails_a_row_whose_photo_is_swapped_after_validation(
+    tmp_path: Path, fake_pipeline: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole flow: the swap happens right after ``load_manifest`` validated the row (the flow must hand
+    the report's prefixes to the stages); the row fails at ``face`` with the clear error."""
+    import sys
+
+    manifest, batch = _batch(tmp_path)
+    (tmp_path / "elsewhere" / "secret").write_bytes(SECRET)
+    module = sys.modules["flows.render_batch"]
+    validate = module.load_manifest
+
+    def validate_then_swap(*args: Any, **kwargs: Any) -> Any:
+        report = validate(*args, **kwargs)
+        _swap_for_link(batch / "p.png", tmp_path / "elsewhere" / "secret")
+        return report
+
+    monkeypatch.setattr(module, "load_manifest", validate_then_swap)
+    summary = render_batch(manifest=manifest, output=str(tmp_path / "out"), device="cpu")
+    row = pd.read_parquet(summary.results_uri).set_index("id").loc["ok"]
+    assert (row["status"], row["failed_stage"]) == ("failed", "face")
+    assert row["error"].startswith(f"OutsidePrefixesError: {batch / 'p.png'}: {CHANGED}")
+    assert fake_pipeline.calls("extract_face") == []
+    assert _files_holding(tmp_path / "out", b"private bytes") == []
+
+
+def test_errors_about_a_checked_copy_name_the_rows_file(tmp_path: Path, fake_pipeline: Any) -> None:
+    """The stages read private copies of checked inputs; a bad-input error still names the row's file."""
+    from sadtalker.errors import NoFaceError
+    from sadtalker.paths import BatchPaths
+    from tasks import StageContext, extract_face_task
+
+    manifest, batch = _batch(tmp_path)
+    (batch / "p.png").write_bytes(b"NOFACE")
+    report = validate_manifest(manifest)
+    ctx = StageContext(
+        paths=BatchPaths.create(str(tmp_path / "out"), "b1"),
+        device="cpu",
+        allowed_prefixes=report.allowed_prefixes,
+    )
+    with pytest.raises(NoFaceError) as caught:
+        extract_face_task.fn(report.rows[0], ctx)
+    assert caught.value.path == str(batch / "p.png") and "sadtalker-task-" not in str(caught.value)
