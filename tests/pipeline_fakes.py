@@ -16,7 +16,8 @@ records) and costs nothing: no torch, no model. It is switched on only by tests,
 Behaviour is steered by markers in the input files' bytes, so a test manifest says what each row does:
 
 - photo containing ``NOFACE``: ``NoFaceError`` (bad input: never retried);
-- photo containing ``FLAKY<n>``: the first ``n`` calls for that file raise a transient ``OSError``;
+- photo containing ``FLAKY<n>``: the first ``n`` calls for that file name raise a transient ``OSError`` (by
+  name: under allowed prefixes each attempt reads its own private copy, ``sadtalker.inputs``);
 - audio containing ``BADAUDIO``: ``AudioError``; ``RENDERFAIL``: the render raises ``RuntimeError``;
 - audio containing ``FRAMES=<n>``: ``n`` frames (default 8);
 - audio containing ``QCFAIL`` / ``QCWARN``: ``quality_check`` gives verdict fail / warn (lip sync off);
@@ -238,8 +239,8 @@ def extract_face(image_path: str | Path, options: Any, models: Models | None = N
     flaky = re.search(rb"FLAKY(\d+)", data)
     if flaky:
         with _LOCK:
-            seen = _FLAKY_SEEN.get(str(image_path), 0)
-            _FLAKY_SEEN[str(image_path)] = seen + 1
+            seen = _FLAKY_SEEN.get(Path(image_path).name, 0)
+            _FLAKY_SEEN[Path(image_path).name] = seen + 1
         if seen < int(flaky.group(1)):
             raise OSError(f"simulated storage hiccup #{seen + 1}")
     backend = (models or Models.shared()).landmarker_identity()["backend"]
