@@ -38,16 +38,17 @@ DATA = REPO / "tests" / "data"
 
 def _loop(src: Path, audio: Path, seconds: float, out: Path) -> None:
     """``src`` (its audio dropped) and ``audio``, both looped and cut to ``seconds``, muxed to ``out``."""
+    import ffmpeg as ffmpeg_python
+
     from sadtalker.video.ffmpeg import run_ffmpeg
 
-    run_ffmpeg(
-        [
-            "-y", "-stream_loop", "-1", "-i", str(src), "-stream_loop", "-1", "-i", str(audio),
-            "-t", f"{seconds:.3f}", "-map", "0:v", "-map", "1:a",
-            "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "25", "-c:a", "aac", "-r", "25", str(out),
-        ],
-        "loop the clip",
+    video = ffmpeg_python.input(str(src), stream_loop=-1)["v"]
+    sound = ffmpeg_python.input(str(audio), stream_loop=-1)["a"]
+    looped = ffmpeg_python.output(
+        video, sound, str(out), t=f"{seconds:.3f}", vcodec="libx264", pix_fmt="yuv420p", crf=25,
+        acodec="aac", r=25,
     )  # fmt: skip
+    run_ffmpeg(looped, "loop the clip")
 
 
 def main() -> int:

@@ -1,4 +1,5 @@
-"""sadtalker.video: streaming encode + mux (durations, atomicity, odd sizes), probe, paste-back, §6.10."""
+"""sadtalker.video: streaming encode + mux (durations, atomicity, odd sizes), probe, paste-back, and the
+post-render steps (uint8, resize, first T frames) of the official ``AnimateFromCoeff.generate``."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import wave
 from pathlib import Path
 
 import cv2
+import ffmpeg as ffmpeg_python
 import numpy as np
 import pytest
 
+from sadtalker.audio.load import load_audio
+from sadtalker.qc.decode import FrameReader, decode_audio
 from sadtalker.video import (
     FFmpegError,
     PasteBack,
@@ -25,6 +29,7 @@ from sadtalker.video import (
     to_uint8,
 )
 from sadtalker.video.encode import remove_stale_temps
+from sadtalker.video.ffmpeg import _channels, run_ffmpeg
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -101,6 +106,73 @@ def test_probe_without_ffprobe_matches_ffprobe(tmp_path: Path, tone: Path) -> No
         pytest.skip("no ffprobe here")
     assert fallback.audio_duration == pytest.approx(reference.audio_duration, abs=1e-3)
     assert fallback.duration == pytest.approx(reference.duration, abs=1e-3)
+
+
+def test_probe_without_ffprobe_reads_rate_and_channels_from_the_stream(tmp_path: Path) -> None:
+    """NTSC rate and 5.1 audio: the fallback's rate comes from the packets (not a rounded log line), its
+    channel count from the layout's name, as ffprobe gives them."""
+    out = tmp_path / "ntsc.mp4"
+    video = ffmpeg_python.input("testsrc=size=64x48:rate=30000/1001", format="lavfi", t=0.5)
+    audio = ffmpeg_python.input("aevalsrc=0.1*sin(2*PI*440*t):c=5.1:s=48000", format="lavfi", t=0.5)
+    run_ffmpeg(
+        ffmpeg_python.output(video, audio, str(out), vcodec="libx264", acodec="aac"), "making ntsc.mp4"
+    )
+    fallback = probe(out, use_ffprobe=False)
+    assert fallback.fps == pytest.approx(30000 / 1001, abs=1e-9) and fallback.channels == 6
+    assert (fallback.frames, fallback.sample_rate) == (15, 48000)
+    try:
+        reference = probe(out, use_ffprobe=True)
+    except FFmpegError:
+        pytest.skip("no ffprobe here")
+    assert (fallback.fps, fallback.channels, fallback.frames) == (
+        reference.fps,
+        reference.channels,
+        reference.frames,
+    )
+
+
+@pytest.mark.parametrize(
+    ("layout", "channels"),
+    [("mono", 1), ("stereo", 2), ("5.1(side)", 6), ("7.1.4", 12), ("22.2", 24), ("quad", 4)]
+    + [("3 channels", 3), ("6 channels (FL+FR+FC+LFE+BL+BR)", 6), ("ambisonic 1", None), ("", None)],
+)
+def test_channels_of_a_layout_name(layout: str, channels: int | None) -> None:
+    assert _channels(layout) == channels
+
+
+def test_every_ffmpeg_run_is_an_ffmpeg_python_graph_with_the_global_options(
+    tmp_path: Path, tone: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Encoder (one process and mux after), both probes, the QC frame and audio readers and the audio
+    loader: every argv comes from ffmpeg_command (the global options that .global_args puts last)."""
+    started: list[list[str]] = []
+
+    class Recording(subprocess.Popen):
+        def __init__(self, args: list[str], *rest: object, **kwargs: object) -> None:
+            started.append(list(args))
+            super().__init__(args, *rest, **kwargs)  # type: ignore[arg-type]
+
+    m4a = tmp_path / "speech.m4a"
+    run_ffmpeg(ffmpeg_python.input(str(tone)).output(str(m4a), acodec="aac"), "making speech.m4a")
+    monkeypatch.setattr(subprocess, "Popen", Recording)
+    for num_frames in (25, None):
+        with VideoWriter(tmp_path / f"clip{num_frames}.mp4", audio=tone, num_frames=num_frames) as writer:
+            writer.write(frames_of(25, 64, 64))
+    clip = tmp_path / "clip25.mp4"
+    probe(clip, use_ffprobe=False)
+    assert sum(1 for _ in FrameReader(clip, 64, 64, max_side=32)) == 25
+    assert decode_audio(clip)[1] is None
+    assert load_audio(m4a).size > 0
+    ffmpeg_runs = [cmd for cmd in started if cmd[0] == ffmpeg_exe()]
+    assert len(ffmpeg_runs) == 7
+    for cmd in ffmpeg_runs:
+        assert cmd[-6:-2] == ["-hide_banner", "-nostdin", "-nostats", "-loglevel"] and cmd[-1] == "-y", cmd
+    started.clear()
+    try:
+        probe(clip, use_ffprobe=True)
+    except FFmpegError:
+        return  # no ffprobe here
+    assert started[0][1:5] == ["-show_format", "-show_streams", "-of", "json"]  # ffmpeg.probe's command
 
 
 def test_bundled_imageio_ffmpeg_without_ffprobe(
@@ -283,11 +355,11 @@ def test_paste_never_crashes_at_borders(box: tuple[int, int, int, int]) -> None:
 
 def test_paste_box_in_downscaled_space() -> None:
     bg = background(200, 160)
-    paste = PasteBack(bg, (30, 20, 62, 52), box_space=(100, 80))  # quirk 13: box from a half-size image
+    paste = PasteBack(bg, (30, 20, 62, 52), box_space=(100, 80))  # box found on a half-size image
     assert paste.box == (60, 40, 124, 104)
 
 
-# -- §6.10 post-processing --------------------------------------------------------------------------------
+# -- post-processing (official AnimateFromCoeff.generate) ------------------------------------------------
 
 
 def test_to_uint8_rounds_half_to_even_in_float32_and_clips() -> None:

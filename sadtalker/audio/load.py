@@ -2,8 +2,8 @@
 
 Decoding: soundfile for wav/flac/ogg/mp3; ffmpeg (float PCM at the native rate and channel count) for what
 soundfile cannot read (m4a/aac, ...). Then the channels are averaged and the signal is resampled with
-resampy ``kaiser_best`` (what the reference's pinned librosa 0.9.2 does; soxr would change the mel by up to
-0.74, see ECOSYSTEM.md).
+resampy ``kaiser_best`` (what the official ``load_wav`` in src/utils/audio.py does with its pinned librosa
+0.9.2; soxr would change the mel by up to 0.74).
 
 Length: at most :func:`max_audio_seconds` (one hour, or ``$SADTALKER_MAX_AUDIO_SECONDS``). A file that
 says in its header that it is longer is refused before any sample is decoded; ffmpeg stops decoding one
@@ -106,15 +106,14 @@ def _decode_ffmpeg(path: Path, max_seconds: float) -> tuple[np.ndarray, int]:
     name in ffmpeg's log). Decoding stops one second past ``max_seconds``."""
     import json
 
-    # Time-limited by the running stage's deadline; a hung ffmpeg is killed with its process group.
-    from sadtalker.video.ffmpeg import ffmpeg_exe, run_process
+    import ffmpeg as ffmpeg_python
 
-    proc = run_process(
-        [ffmpeg_exe(), "-v", "error", "-nostdin", "-t", f"{max_seconds + 1:.3f}", "-i", str(path)]
-        + ["-map", "0:a:0", "-vn", "-f", "wav", "-acodec", "pcm_f32le", "-"],
-        f"decoding {path.name}",
-        check=False,
-    )
+    # Time-limited by the running stage's deadline; a hung ffmpeg is killed with its process group.
+    from sadtalker.video.ffmpeg import run_ffmpeg
+
+    audio = ffmpeg_python.input(str(path), t=f"{max_seconds + 1:.3f}")["a:0"]
+    wav = audio.output("pipe:", format="wav", acodec="pcm_f32le")
+    proc = run_ffmpeg(wav, f"decoding {path.name}", check=False)
     if proc.returncode != 0:
         error = proc.stderr.decode(errors="replace").strip()
         if "matches no streams" in error:

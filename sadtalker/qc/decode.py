@@ -1,6 +1,6 @@
 """Decode a written video back, as a viewer would: frames streamed through a pipe, audio at 16 kHz mono.
 
-Frames: ``ffmpeg -i VIDEO -f rawvideo -pix_fmt rgb24 -`` read one frame at a time from the pipe, so memory
+Frames: ffmpeg decodes to raw ``rgb24`` on its stdout, read one frame at a time from the pipe, so memory
 stays at one frame (plus the pipe's buffer) whatever the clip's length. ``max_side`` downscales large videos
 inside ffmpeg (area filter) before they cross the pipe. Decoding errors (a truncated file, corrupt
 packets) are collected from ffmpeg's stderr and reported, never raised: QC must describe a broken file.
@@ -16,10 +16,18 @@ from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
+import ffmpeg as ffmpeg_python  # ffmpeg-python builds the commands; the processes are managed here
 import numpy as np
 
 from sadtalker.timeouts import effective_limit
-from sadtalker.video.ffmpeg import Watchdog, ffmpeg_exe, kill_process_group, popen, run_process, timeout_error
+from sadtalker.video.ffmpeg import (
+    Watchdog,
+    ffmpeg_command,
+    kill_process_group,
+    popen,
+    run_ffmpeg,
+    timeout_error,
+)
 
 #: stderr lines that mean the file is damaged (ffmpeg still exits 0 for many of them).
 _ERROR_RE = re.compile(
@@ -103,9 +111,10 @@ class FrameReader:
         # Always scale to the probed size: the byte count per frame is then known even for streams with a
         # rotation matrix (which ffmpeg would otherwise apply and swap w/h). -fps_mode passthrough: no frame
         # duplicated or dropped to meet a nominal rate, we want the stored frames.
-        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-i", str(self.path), "-map", "0:v:0"]
-        cmd += ["-vf", f"scale={w}:{h}:flags=area", "-fps_mode", "passthrough"]
-        cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+        # Log level info: the stream headers (codec, pixel format) and every damage report are wanted.
+        video = ffmpeg_python.input(str(self.path))["v:0"].filter("scale", w, h, flags="area")
+        raw = video.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
+        cmd = ffmpeg_command(raw, loglevel="info")
         limit, deadline = effective_limit()
         if deadline is not None:
             deadline.check(f"decoding {self.path.name}: not started")
@@ -146,9 +155,9 @@ def decode_audio(path: str | Path, sample_rate: int = 16_000) -> tuple[np.ndarra
     Returns:
         ``(samples, None)``, or ``(None, reason)`` when there is no audio stream or it cannot be decoded.
     """
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0"]
-    cmd += ["-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-acodec", "pcm_f32le", "-"]
-    proc = run_process(cmd, f"decoding the audio of {Path(path).name}", check=False)
+    audio = ffmpeg_python.input(str(path))["a:0"]
+    pcm = audio.output("pipe:", ac=1, ar=sample_rate, format="f32le", acodec="pcm_f32le")
+    proc = run_ffmpeg(pcm, f"decoding the audio of {Path(path).name}", check=False)
     if proc.returncode != 0:
         tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["ffmpeg failed"]
         if "matches no streams" in tail[0]:

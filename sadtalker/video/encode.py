@@ -1,7 +1,10 @@
 """Streaming H.264 writer: frames go into ffmpeg as they are rendered, the file appears only when complete.
 
-SPEC §7.1–7.3 with quirk 26 fixed (no temporaries in the working directory) and the design's "stream frames
-into ffmpeg" (the reference keeps every frame in memory, then writes):
+The official code keeps every frame in memory, writes them with ``imageio.mimsave(path, frames, fps=25)``,
+resamples the audio to 16 kHz and cuts it to the frames with pydub, and muxes with
+``save_video_with_watermark`` (``ffmpeg -i video -i audio -vcodec copy``, to a temporary in the working
+directory): ``AnimateFromCoeff.generate`` in src/facerender/animate.py, src/utils/videoio.py. Here frames
+are streamed into ffmpeg, with the same settings:
 
 * video: raw ``rgb24`` frames on ffmpeg's stdin → libx264, ``yuv420p``, 25 fps, ``-crf 25`` (imageio's
   quality 5), preset ``medium`` (x264's default, which imageio used);
@@ -11,14 +14,15 @@ into ffmpeg" (the reference keeps every frame in memory, then writes):
   silent video is written first and the audio muxed by a second ffmpeg call with ``-c:v copy``;
 * odd sizes: yuv420p needs even width and height. ``size_policy="pad"`` (default) repeats the last column /
   row (at most one pixel each, no resampling, so the face keeps its geometry; the file is then e.g. 256×260
-  for a 256×259 frame). ``"macro16"`` reproduces the reference (quirk 24): ffmpeg's bicubic scaler
-  stretches the frame up to the next multiples of 16 (256×259 → 256×272), for frame-size parity with the
-  official outputs.
+  for a 256×259 frame). ``"macro16"`` reproduces the official outputs (imageio's ``macro_block_size=16``):
+  ffmpeg's bicubic scaler stretches the frame up to the next multiples of 16 (256×259 → 256×272), for
+  frame-size parity with them.
 
-Atomicity: ffmpeg writes ``.<stem>.<token>.sadtmp<suffix>`` in the destination folder; only a complete,
-successful file is renamed onto the final name (``os.replace``, same filesystem). An exception inside the
-``with`` block kills ffmpeg and deletes the temporaries. If the whole Python process is killed, ffmpeg sees
-EOF on its stdin and a temporary may remain, never the final name: :func:`remove_stale_temps` sweeps them.
+Atomicity: ffmpeg writes ``.<stem>.<token>.sadtmp<suffix>`` in the destination folder (never in the working
+directory); only a complete, successful file is renamed onto the final name (``os.replace``, same
+filesystem). An exception inside the ``with`` block kills ffmpeg and deletes the temporaries. If the whole
+Python process is killed, ffmpeg sees EOF on its stdin and a temporary may remain, never the final name:
+:func:`remove_stale_temps` sweeps them.
 
 Time limit: ffmpeg leads a process group of its own and may run for ``timeout`` seconds, or until a few
 seconds past the running stage's deadline (``sadtalker.timeouts``; the renderer normally stops itself at
@@ -40,7 +44,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Literal
 
-import ffmpeg as ffmpeg_python  # ffmpeg-python: command building only; the process is managed here
+import ffmpeg as ffmpeg_python  # ffmpeg-python builds the commands; the processes are managed here
 import numpy as np
 
 from sadtalker.errors import AudioError, SadTalkerError
@@ -48,7 +52,7 @@ from sadtalker.timeouts import Deadline, effective_limit
 from sadtalker.video.ffmpeg import (
     FFmpegError,
     Watchdog,
-    ffmpeg_exe,
+    ffmpeg_command,
     kill_process_group,
     popen,
     run_ffmpeg,
@@ -59,7 +63,6 @@ log = logging.getLogger(__name__)
 
 SizePolicy = Literal["pad", "macro16"]
 _TMP_MARK = ".sadtmp"
-_GLOBAL_ARGS = ["-hide_banner", "-nostats", "-loglevel", "error", "-y"]
 _DEADLINE_GRACE_S = 5.0  # how long past the stage's deadline a stuck encoder is given before it is killed
 
 
@@ -132,7 +135,7 @@ class VideoWriter:
     Args:
         path: final file (``.mp4`` / ``.mov`` / ``.mkv``); its folder is created; an existing file is
             replaced (only on success).
-        fps: frame rate (SPEC: 25).
+        fps: frame rate (official: 25).
         audio: an audio (or video-with-audio) file whose first audio stream is muxed, or None for silent.
         num_frames: expected T. With audio it lets one ffmpeg process encode both; in every case writing a
             different number of frames is an error (the audio would not match).
@@ -241,20 +244,15 @@ class VideoWriter:
             "pix_fmt": "yuv420p",
             "crf": self.crf,
             "preset": self.preset,
+            **self._container_kwargs(),
         }
         if self.threads is not None:
             out_kwargs["threads"] = self.threads
-        if self.path.suffix.lower() in (".mp4", ".mov", ".m4v"):
-            out_kwargs["movflags"] = "+faststart"  # index at the front: playable while downloading
         if self._one_process_audio:
-            assert self.audio is not None and self.num_frames is not None
-            # Cutting at the input (-t before -i) trims decoded samples exactly: T·40 ms at 25 fps.
-            audio = ffmpeg_python.input(str(self.audio), t=f"{self.num_frames / self.fps:.6f}")["a:0"]
-            streams.append(audio)
+            assert self.num_frames is not None
+            streams.append(self._audio_input(self.num_frames))
             out_kwargs.update(self._audio_kwargs())
-        node = ffmpeg_python.output(*streams, str(self._video_tmp), **out_kwargs)
-        compiled = node.compile(cmd=ffmpeg_exe())
-        self._cmd = [compiled[0], *_GLOBAL_ARGS, *compiled[1:]]
+        self._cmd = ffmpeg_command(ffmpeg_python.output(*streams, str(self._video_tmp), **out_kwargs))
         log.debug("ffmpeg: %s", " ".join(self._cmd))
         self._limit, self._deadline = effective_limit(self.timeout)
         if self._deadline is not None:
@@ -279,11 +277,22 @@ class VideoWriter:
     def _timeout_error(self, stderr: str) -> SadTalkerError:
         return timeout_error(f"encoding {self.path.name}", self._limit, self._deadline, stderr, self._cmd)
 
+    def _audio_input(self, frames: int) -> ffmpeg_python.Stream:
+        """The first audio stream of ``audio``, cut to ``frames / fps`` seconds. Cutting at the input (``-t``
+        before ``-i``) trims decoded samples exactly: T·40 ms at 25 fps."""
+        assert self.audio is not None
+        return ffmpeg_python.input(str(self.audio), t=f"{frames / self.fps:.6f}")["a:0"]
+
     def _audio_kwargs(self) -> dict[str, object]:
         kwargs: dict[str, object] = {"acodec": "aac"}
         if self.audio_rate is not None:
             kwargs["ar"] = self.audio_rate
         return kwargs
+
+    def _container_kwargs(self) -> dict[str, object]:
+        if self.path.suffix.lower() in (".mp4", ".mov", ".m4v"):
+            return {"movflags": "+faststart"}  # index at the front: playable while downloading
+        return {}
 
     def write(self, frames: np.ndarray) -> None:
         """Append one frame (H, W, 3) or a chunk (N, H, W, 3) of uint8 RGB frames."""
@@ -373,15 +382,11 @@ class VideoWriter:
 
     def _mux(self, video: Path, out: Path) -> None:
         """Second step when T was not known up front: copy the video, add audio cut to T / fps seconds."""
-        assert self.audio is not None
-        args = ["-nostats", "-loglevel", "error", "-y", "-i", str(video)]
-        args += ["-t", f"{self.frames_written / self.fps:.6f}", "-i", str(self.audio)]
-        args += ["-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac"]
-        if self.audio_rate is not None:
-            args += ["-ar", str(self.audio_rate)]
-        if out.suffix.lower() in (".mp4", ".mov", ".m4v"):
-            args += ["-movflags", "+faststart"]
-        run_ffmpeg([*args, str(out)], f"muxing audio into {self.path.name}")
+        video_stream = ffmpeg_python.input(str(video))["v:0"]
+        audio_stream = self._audio_input(self.frames_written)
+        kwargs = {"vcodec": "copy", **self._audio_kwargs(), **self._container_kwargs()}
+        muxed = ffmpeg_python.output(video_stream, audio_stream, str(out), **kwargs)
+        run_ffmpeg(muxed, f"muxing audio into {self.path.name}")
 
     def abort(self) -> None:
         """Stop ffmpeg and delete every temporary; the final path is left untouched. Idempotent."""

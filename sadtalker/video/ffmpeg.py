@@ -3,12 +3,14 @@
 The binary is ``$SADTALKER_FFMPEG``, else ``ffmpeg`` on ``PATH``, else the static build bundled with the
 ``imageio-ffmpeg`` wheel (so a plain ``pip install`` works without a system ffmpeg). That bundled build has no
 ``ffprobe``, so :func:`probe` uses ``ffprobe`` when one is found and otherwise reads the same facts from the
-ffmpeg binary itself (stream headers on stderr plus a packet listing from the ``framecrc`` muxer, which
-copies packets without decoding, so it is fast).
+ffmpeg binary itself (a packet listing from the ``framecrc`` muxer, which copies packets without decoding,
+so it is fast).
 
-Every process started here (and by the encoder and the QC decoder) leads a process group of its own and runs
-at most until the running stage's deadline (``sadtalker.timeouts``): past it the whole group is killed and
-reaped, so a hung ffmpeg neither holds the batch nor outlives it.
+Every ffmpeg command is an ffmpeg-python graph (``ffmpeg.input(...)...output(...)``) turned into argv by
+:func:`ffmpeg_command`, but not run by ffmpeg-python: every process started here (and by the encoder, the
+QC decoder and the audio loader) leads a process group of its own and runs at most until the running
+stage's deadline (``sadtalker.timeouts``): past it the whole group is killed and reaped, so a hung ffmpeg
+neither holds the batch nor outlives it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
+
+import ffmpeg as ffmpeg_python  # ffmpeg-python builds the commands; the processes are managed here
 
 from sadtalker.errors import InputError, SadTalkerError
 from sadtalker.timeouts import Deadline, effective_limit
@@ -199,10 +203,22 @@ def run_process(
     return subprocess.CompletedProcess(list(cmd), proc.returncode, stdout, stderr)
 
 
-def run_ffmpeg(args: Sequence[str], what: str, timeout: float | None = None) -> subprocess.CompletedProcess:
-    """Run ``ffmpeg <args>`` to completion, capturing output; raise :class:`FFmpegError` on failure. Limited
-    to ``timeout`` s and the running stage's deadline (:func:`run_process`)."""
-    return run_process([ffmpeg_exe(), "-hide_banner", "-nostdin", *args], what, timeout)
+def ffmpeg_command(stream: Any, loglevel: str = "error") -> list[str]:
+    """argv of the ffmpeg-python graph ``stream`` (an ``.output(...)`` node, or ``ffmpeg.merge_outputs`` of
+    several) for :func:`ffmpeg_exe`, with the global options of every ffmpeg run here: no banner, no reading
+    of the terminal, no progress lines, ``-loglevel`` (``"info"`` where the stream headers are wanted), and
+    ``-y`` (every output is a pipe or a temporary name of ours)."""
+    options = ("-hide_banner", "-nostdin", "-nostats", "-loglevel", loglevel, "-y")
+    return stream.global_args(*options).compile(cmd=ffmpeg_exe())
+
+
+def run_ffmpeg(
+    stream: Any, what: str, timeout: float | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run the ffmpeg-python graph ``stream`` (:func:`ffmpeg_command`) to completion, capturing its output;
+    limited to ``timeout`` s and the running stage's deadline, failures raised as :class:`FFmpegError`
+    (:func:`run_process`)."""
+    return run_process(ffmpeg_command(stream), what, timeout, check)
 
 
 @dataclass(frozen=True)
@@ -264,12 +280,10 @@ def _rate(value: str | None) -> float | None:
 
 
 def _probe_ffprobe(exe: str, path: Path) -> MediaInfo:
-    # -count_packets reads packets without decoding: exact frame counts even when nb_frames is not stored.
-    cmd = [exe, "-v", "error", "-count_packets", "-show_streams", "-show_format", "-of", "json", str(path)]
-    proc = run_process(cmd, f"probing {path.name}", check=False)
-    if proc.returncode != 0:
-        raise FFmpegError("ffprobe failed", proc.returncode, proc.stderr.decode("utf-8", "replace"), cmd)
-    data = json.loads(proc.stdout or b"{}")
+    # ffmpeg.probe's command (it cannot be given a time limit, so it is run here), plus -count_packets:
+    # packets are read without decoding, so frame counts are exact even when nb_frames is not stored.
+    cmd = [exe, "-show_format", "-show_streams", "-of", "json", "-v", "error", "-count_packets", str(path)]
+    data = json.loads(run_process(cmd, f"probing {path.name}").stdout or b"{}")
     streams = data.get("streams", [])
     video = next((s for s in streams if s.get("codec_type") == "video"), None)
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
@@ -297,81 +311,64 @@ def _probe_ffprobe(exe: str, path: Path) -> MediaInfo:
     )
 
 
-_DURATION_RE = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
-_STREAM_RE = re.compile(r"Stream #0:(\d+)[^:]*: (Video|Audio): (.*)")
-_FPS_RE = re.compile(r"(\d+(?:\.\d+)?)(k?) fps")
 _HEADER_RE = re.compile(r"#(\w+) (\d+): (.*)")
+#: Channel counts of ffmpeg's layout names that are not "N.M[.K]" (N+M+K channels) or "N channels (...)".
+_LAYOUT_CHANNELS = {"mono": 1, "stereo": 2, "downmix": 2, "quad": 4, "hexagonal": 6, "octagonal": 8}
+
+
+def _channels(layout: str) -> int | None:
+    """Channels of an ffmpeg channel layout name: ``mono``, ``5.1(side)``, ``3 channels``..."""
+    name = layout.split("(")[0].strip()
+    if name.endswith(" channels") or re.fullmatch(r"\d+(\.\d+)+", name):
+        return sum(int(n) for n in name.split()[0].split("."))
+    return _LAYOUT_CHANNELS.get(name)
 
 
 def _probe_ffmpeg(path: Path) -> MediaInfo:
-    """ffprobe-free probe: ``ffmpeg -i F -map 0:v:0? -map 0:a:0? -c copy -f framecrc -`` lists every
-    packet (stream, dts, pts, duration) with a header per stream (time base, type, codec, size, rate)."""
-    args = ["-i", str(path), "-map", "0:v:0?", "-map", "0:a:0?", "-c", "copy", "-f", "framecrc", "-"]
-    proc = run_ffmpeg(args, f"reading {path.name}")
-    stderr = proc.stderr.decode("utf-8", "replace")
+    """ffprobe-free probe: the ``framecrc`` muxer lists the packets (stream, dts, pts, duration, ...) of the
+    first video and audio stream, copied without decoding, under a header per stream (time base, type,
+    codec, size, sample rate, channel layout). Lengths, frame counts and the frame rate come from the
+    packets (so a file with neither stream has duration 0)."""
+    source = ffmpeg_python.input(str(path))
+    listing = ffmpeg_python.output(source["v:0?"], source["a:0?"], "pipe:", c="copy", format="framecrc")
     headers: dict[int, dict[str, str]] = {}
-    first: dict[int, int] = {}
-    end: dict[int, int] = {}
-    count: dict[int, int] = {}
-    for line in proc.stdout.decode("utf-8", "replace").splitlines():
-        if line.startswith("#"):
-            m = _HEADER_RE.match(line)
-            if m:
-                headers.setdefault(int(m.group(2)), {})[m.group(1)] = m.group(3).strip()
-            continue
-        fields = [f.strip() for f in line.split(",")]
-        if len(fields) < 4 or not fields[0].isdigit():
-            continue
-        index, pts, dur = int(fields[0]), int(fields[2]), int(fields[3])
-        count[index] = count.get(index, 0) + 1
-        # Packets before 0 (AAC encoder priming) are dropped by the edit list on playback.
-        first[index] = min(first.get(index, max(pts, 0)), max(pts, 0))
-        end[index] = max(end.get(index, pts + dur), pts + dur)
+    packets: dict[int, list[tuple[int, int]]] = {}  # stream -> (pts, duration) of each packet
+    for line in run_ffmpeg(listing, f"reading {path.name}").stdout.decode("utf-8", "replace").splitlines():
+        header = _HEADER_RE.match(line)
+        fields = line.split(",")
+        if header:
+            headers.setdefault(int(header.group(2)), {})[header.group(1)] = header.group(3).strip()
+        elif len(fields) >= 4 and fields[0].strip().isdigit():
+            packets.setdefault(int(fields[0]), []).append((int(fields[2]), int(fields[3])))
+    kinds = {h.get("media_type"): i for i, h in headers.items()}  # one stream of each kind (the maps above)
+    v, a = kinds.get("video"), kinds.get("audio")
 
-    def stream_of(kind: str) -> int | None:
-        return next((i for i, h in sorted(headers.items()) if h.get("media_type") == kind), None)
+    def span(index: int) -> Fraction:
+        """Seconds from the first shown sample to the end of the last packet. Packets before 0 (AAC encoder
+        priming) are dropped by the edit list on playback."""
+        listed = packets.get(index, [])
+        first = min((max(pts, 0) for pts, _ in listed), default=0)
+        end = max((pts + duration for pts, duration in listed), default=first)
+        return (end - first) * Fraction(headers[index].get("tb", "1/1").replace(" ", ""))
 
-    def seconds(index: int) -> float | None:
-        if index not in end:
-            return 0.0
-        tb = Fraction(headers[index].get("tb", "1/1").replace(" ", ""))
-        return float((end[index] - first[index]) * tb)
-
-    v, a = stream_of("video"), stream_of("audio")
     width = height = None
     if v is not None and "dimensions" in headers[v]:
-        w, h = headers[v]["dimensions"].split("x")
-        width, height = int(w), int(h)
-    fps = None
-    video_line = next((m.group(3) for m in _STREAM_RE.finditer(stderr) if m.group(2) == "Video"), "")
-    fps_match = _FPS_RE.search(video_line)
-    if fps_match:
-        fps = float(fps_match.group(1)) * (1000 if fps_match.group(2) else 1)
-    audio_line = next((m.group(3) for m in _STREAM_RE.finditer(stderr) if m.group(2) == "Audio"), "")
-    channels = None
-    if a is not None:
-        layout = headers[a].get("channel_layout_name") or audio_line
-        channels = 1 if "mono" in layout else 2 if "stereo" in layout else None
-        m = re.search(r"(\d+) channels", audio_line)
-        channels = int(m.group(1)) if m else channels
-    video_duration = seconds(v) if v is not None else None
-    audio_duration = seconds(a) if a is not None else None
-    dm = _DURATION_RE.search(stderr)
-    container = int(dm.group(1)) * 3600 + int(dm.group(2)) * 60 + float(dm.group(3)) if dm else None
-    # The container line has only 10 ms resolution: prefer the longest stream measured from packets.
-    duration = max((d for d in (video_duration, audio_duration) if d is not None), default=container or 0.0)
+        width, height = (int(n) for n in headers[v]["dimensions"].split("x"))
+    video_span = span(v) if v is not None else None
+    audio_duration = float(span(a)) if a is not None else None
+    video_duration = float(video_span) if video_span is not None else None
     return MediaInfo(
-        duration=duration,
+        duration=max((d for d in (video_duration, audio_duration) if d is not None), default=0.0),
         has_video=v is not None,
         width=width,
         height=height,
-        fps=fps,
-        frames=count.get(v, 0) if v is not None else None,
+        fps=float(len(packets[v]) / video_span) if v is not None and video_span else None,
+        frames=len(packets.get(v, [])) if v is not None else None,
         video_duration=video_duration,
         video_codec=headers[v].get("codec_id") if v is not None else None,
         has_audio=a is not None,
         audio_duration=audio_duration,
         audio_codec=headers[a].get("codec_id") if a is not None else None,
         sample_rate=int(headers[a]["sample_rate"]) if a is not None and "sample_rate" in headers[a] else None,
-        channels=channels,
+        channels=_channels(headers[a].get("channel_layout_name", "")) if a is not None else None,
     )

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import ffmpeg as ffmpeg_python
 import numpy as np
 import pandas as pd
 import pipeline_fakes
@@ -169,7 +170,8 @@ def test_hung_ffmpeg_is_killed_at_the_stage_deadline_with_its_process_group(
 
 
 def test_hung_ffmpeg_with_a_timeout_of_its_own_outside_any_stage(hung_ffmpeg: Path, tmp_path: Path) -> None:
-    error, seconds = guarded(lambda: run_ffmpeg(["-i", str(tmp_path / "x.mp4")], "muxing x.mp4", timeout=1.0))
+    copy = ffmpeg_python.input(str(tmp_path / "x.mp4")).output(str(tmp_path / "y.mp4"), c="copy")
+    error, seconds = guarded(lambda: run_ffmpeg(copy, "muxing x.mp4", timeout=1.0))
     assert isinstance(error, FFmpegError) and "muxing x.mp4: timed out after 1 s; ffmpeg was killed" in str(
         error
     )
