@@ -89,8 +89,9 @@ def reference_key(
     Depends on: the video's bytes (``video_sha256``), ``preprocess`` (the crop mode its frames are cut
     with), the weights of the row's size (its 3DMM regressor: :func:`weights_fingerprint`) and the landmark
     backend (``Models.landmarker_identity()``), as :func:`face_key`. Not on ``size`` beyond the weights
-    (reference frames are always cropped to 256, quirk 16), nor on the audio, the seed or which reference
-    (blink or pose) it is: a video used by many rows, in either role, is processed once.
+    (reference frames are always cropped to 256: the official code passes them no size), nor on the audio,
+    the seed or which reference (blink or pose) it is: a video used by many rows, in either role, is
+    processed once.
     """
     return _digest(
         "reference",
