@@ -98,6 +98,7 @@ _TABLE_COLUMNS = (
 _TABLE_ROWS = 1000
 _WORST_ROWS = 10
 _FAILURES_KEPT = 50
+_WAIT_S = 0.5  # longest wait of the row loop between checks (signals, the journal)
 #: The batch stops submitting rows when this many rows in a row failed with a transient fault (storage or
 #: network down, a full disk) after their retries: the rest would fail the same way.
 STORAGE_BREAKER_ROWS = 3
@@ -283,8 +284,8 @@ def _run_window(
 
     Each row goes in as its whole chain of four tasks (:func:`_submit_row`), so a row's QC runs while the
     next rows' face, coefficients and render run. Yields ``(number, row, result)`` as each row's chain ends,
-    after submitting the next row (the window stays full), and ``None`` when ``idle()`` seconds (None: a
-    minute) pass without one, or when ``stopper`` is stopped: the caller's chance to write its journal.
+    after submitting the next row (the window stays full), and ``None`` when ``idle()`` seconds (at most
+    half a second) pass without one, or when ``stopper`` is stopped: the caller's chance to write its journal.
     Once ``stopper`` is stopped no row is submitted; the rows in flight still end and are yielded. Nothing
     here grows with the manifest: at most ``window`` rows' futures are held.
     """
@@ -306,8 +307,10 @@ def _run_window(
     fill()
     while active:
         timeout = idle()
+        # Short waits: a signal that lands on another thread runs its Python handler only when this (the
+        # main) thread next wakes up, so a long wait here would delay a stop by as much.
         try:
-            future = finished.get(timeout=60.0 if timeout is None else max(timeout, 0.01))
+            future = finished.get(timeout=_WAIT_S if timeout is None else min(max(timeout, 0.01), _WAIT_S))
         except queue.Empty:
             future = None
         if future is None:  # nothing ended: time to write the journal, or a stop was asked

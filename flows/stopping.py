@@ -81,16 +81,16 @@ class BatchStopper:
             )
 
     def _handle(self, signum: int, frame: FrameType | None, previous: Any) -> None:
-        if _runner_is_cancelling() and callable(previous):  # Prefect's runner cancels: its bridge handles it
-            signal.signal(signum, previous)
-            previous(signum, frame)
-            return
-        if self.reason is not None and self.signum is not None:
+        if self.signum is not None:
             # The second signal: end the process now, by the signal's default action. Not by raising: the
             # task runner's exit, and the interpreter's, would wait for the rows in flight (a hung row
             # forever). While stopping, the flow journals each row as it ends, so nothing finished is lost.
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
+            return
+        if _runner_is_cancelling() and callable(previous):  # Prefect's runner cancels: its bridge handles it
+            signal.signal(signum, previous)
+            previous(signum, frame)
             return
         self.signum = signum
         self.reason = f"{signal.Signals(signum).name} received"
