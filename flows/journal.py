@@ -171,10 +171,7 @@ class ResultsJournal:
             return True
         uri = self.paths.journal_part(self.run, self._seq)
         try:
-            table = pa.Table.from_pylist(self._pending, schema=self.schema)
-            sink = io.BytesIO()
-            pq.write_table(table, sink)
-            storage.write_bytes(uri, sink.getvalue())
+            storage.write_parquet(uri, pa.Table.from_pylist(self._pending, schema=self.schema))
         except Exception as exc:  # storage down, or a record that does not fit: keep it, say why
             self.error = str(storage.redact(f"{type(exc).__name__}: {exc}"))
             self._retry_at = self._clock() + self.seconds

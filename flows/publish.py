@@ -22,7 +22,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
-import pyarrow.parquet as pq
 
 from sadtalker import storage
 from sadtalker.paths import BatchPaths
@@ -36,7 +35,6 @@ __all__ = [
     "round_figure",
     "versions",
     "write_qc_table",
-    "write_table",
     "write_report_and_index",
 ]
 
@@ -75,13 +73,6 @@ def artifact_key(manifest: str, deployment: str | None) -> str:
     return "render-batch-" + (re.sub(r"[^a-z0-9-]+", "-", base.lower()).strip("-") or "batch")
 
 
-def write_table(uri: str, table: pa.Table) -> None:
-    """``table`` as Parquet, written atomically to ``uri`` (its values are redacted by whoever built it)."""
-    sink = io.BytesIO()
-    pq.write_table(table, sink)
-    storage.write_bytes(uri, sink.getvalue())
-
-
 def write_qc_table(
     uri: str,
     results: pa.Table,
@@ -109,7 +100,7 @@ def write_qc_table(
     columns.update({n: metric_table[n] for n in metric_names} if metric_table is not None else {})
     columns["thresholds"] = pa.array([overrides] * checked.num_rows, pa.string())
     table = pa.table(columns)
-    write_table(uri, table)
+    storage.write_parquet(uri, table)
     return table.num_rows
 
 

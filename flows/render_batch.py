@@ -48,7 +48,6 @@ from flows.publish import (
     publish_artifacts,
     write_qc_table,
     write_report_and_index,
-    write_table,
 )
 from flows.results import (
     QC_COLUMNS,
@@ -439,7 +438,7 @@ def _write_results(paths: BatchPaths, journal: ResultsJournal, checked: Any, tak
     ``_qc_metrics``) for the other outputs."""
     invalid = (_invalid_result(bad) for bad in checked.invalid)
     table = final_table(paths, journal, checked.row_numbers, invalid, resumed=taken)
-    write_table(paths.results, table.drop_columns(["_qc_metrics"]))
+    storage.write_parquet(paths.results, table.drop_columns(["_qc_metrics"]))
     return table
 
 

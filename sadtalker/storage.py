@@ -242,6 +242,18 @@ def write_bytes(uri: str, data: bytes) -> str:
     )
 
 
+def write_parquet(uri: str, table: Any) -> str:
+    """A pyarrow ``table`` as Parquet, written atomically to ``uri`` (its values redacted by whoever built
+    it); returns the normalized URI."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return write_bytes(uri, sink.getvalue())
+
+
 def check_writable(prefix: str) -> None:
     """Write and remove a small probe object under ``prefix``, so an output location that cannot be written
     (read-only mount, a file in the way, no bucket, refused credentials) is found before any work.
