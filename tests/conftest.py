@@ -50,6 +50,15 @@ def test_data() -> Path:
     return TEST_DATA
 
 
+@pytest.fixture
+def fake_pipeline(monkeypatch: pytest.MonkeyPatch):
+    """The fake pipeline (tests/pipeline_fakes.py) as ``sadtalker.pipeline`` / ``sadtalker.models`` for one
+    test, with fresh call counters and no retry delays."""
+    import pipeline_fakes
+
+    yield from pipeline_fakes.use_in_test(monkeypatch)
+
+
 @pytest.fixture(scope="session")
 def models():
     """One model holder for the whole session (networks load once, as in a worker process)."""

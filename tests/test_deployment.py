@@ -25,9 +25,9 @@ import httpx
 import pandas as pd
 import pytest
 import yaml
+from flow_helpers import fake_site_pythonpath
 
 REPO = Path(__file__).resolve().parents[1]
-FAKE_SITE = REPO / "tests" / "fake_site"
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 
 pytestmark = pytest.mark.timeout(300)
@@ -158,7 +158,7 @@ def test_prefect_yaml_deploys_and_a_worker_runs_it(
         "device": "cpu",
         "allowed_prefixes": [str(tmp_path)],
     }
-    fake_site = os.pathsep.join([str(FAKE_SITE), str(REPO)])
+    fake_site = fake_site_pythonpath()
     # The worker has the official files (the fakes pretend so): the deployment's `official` policy runs.
     official = {"PIPELINE_FAKES_OFFICIAL_WEIGHTS": "1"}
     run = _run_deployment(prefect_server, deployed, params, fake_site, worker_env=official)
@@ -186,7 +186,7 @@ def test_nightly_deployment_refuses_a_worker_without_official_weights_before_any
         prefect_server,
         deployed,
         {"manifest": manifest, "output": str(output), "device": "cpu", "allowed_prefixes": [str(tmp_path)]},
-        os.pathsep.join([str(FAKE_SITE), str(REPO)]),
+        fake_site_pythonpath(),
         worker_env={"PIPELINE_FAKES_CALL_LOG": str(log)},
     )
     assert run["state"]["type"] == "FAILED", run["state"]
@@ -301,7 +301,7 @@ def test_submit_validates_locally_runs_the_deployment_and_waits_for_the_report(
     while runs() == before and time.monotonic() < deadline:
         time.sleep(0.5)
     _prefect(
-        {**env, "PYTHONPATH": os.pathsep.join([str(FAKE_SITE), str(REPO)])},
+        {**env, "PYTHONPATH": fake_site_pythonpath()},
         "worker",
         "start",
         "--pool",

@@ -13,17 +13,14 @@ import io
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pipeline_fakes
 import pytest
+from flow_helpers import fake_site_pythonpath, flow_run_record, make_manifest, start_run
 
 import flows  # noqa: F401  (offline Prefect settings first)
 from flows.cli import main as cli_main
@@ -39,28 +36,7 @@ from tasks.keys import coeffs_key, face_key, render_key
 from tasks.records import StageContext
 
 REPO = Path(__file__).resolve().parents[1]
-FAKE_SITE = REPO / "tests" / "fake_site"
 SECRET = "Zk9-secret-VALUE-4471-do-not-leak"
-
-
-@pytest.fixture
-def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """The fake pipeline as ``sadtalker.pipeline`` / ``sadtalker.models`` for one test, no retry delays."""
-    yield from pipeline_fakes.use_in_test(monkeypatch)
-
-
-def make_manifest(folder: Path, rows: dict[str, tuple[bytes, bytes]], **extra: dict[str, Any]) -> str:
-    """Write ``<id>.png`` / ``<id>.wav`` with the given bytes and a manifest over them."""
-    folder.mkdir(parents=True, exist_ok=True)
-    records = []
-    for row_id, (image, audio) in rows.items():
-        (folder / f"{row_id}.png").write_bytes(image)
-        (folder / f"{row_id}.wav").write_bytes(audio)
-        records.append(
-            {"id": row_id, "image": f"{row_id}.png", "audio": f"{row_id}.wav", **extra.get(row_id, {})}
-        )
-    write_manifest(records, str(folder / "manifest.parquet"))
-    return str(folder / "manifest.parquet")
 
 
 def results_of(summary: Any) -> pd.DataFrame:
@@ -295,29 +271,7 @@ def test_resume_after_kill_does_only_the_missing_rows(tmp_path: Path, fake_pipel
         {"a": (b"pa", b"sa FRAMES=3"), "b": (b"pb", b"sb FRAMES=4"), "c": (b"pc", b"HANG FRAMES=6")},
     )
     out, log = tmp_path / "out", tmp_path / "calls.log"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(FAKE_SITE), str(REPO)]),
-        "PIPELINE_FAKES_HANG": "1",
-        "PIPELINE_FAKES_CALL_LOG": str(log),
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "TMPDIR": str(tmp_path),  # the killed run's scratch folders stay in the test's own folder
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "flows.cli",
-        "run",
-        manifest,
-        "--output",
-        str(out),
-        "--device",
-        "cpu",
-        "--workers",
-        "3",
-    ]
-    stderr = (tmp_path / "run.log").open("wb")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=stderr, stderr=stderr)
+    proc = start_run(tmp_path, manifest, out, "--workers", "3", PIPELINE_FAKES_HANG="1")
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
@@ -332,7 +286,6 @@ def test_resume_after_kill_does_only_the_missing_rows(tmp_path: Path, fake_pipel
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
-        stderr.close()
     assert not list(out.glob("*/results.parquet"))  # killed before the end
 
     summary = render_batch(manifest=manifest, output=str(out), device="cpu")
@@ -346,17 +299,6 @@ def test_resume_after_kill_does_only_the_missing_rows(tmp_path: Path, fake_pipel
 def test_secrets_never_reach_results_logs_or_artifacts(
     tmp_path: Path, fake_pipeline: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterFlowRunId,
-        FlowRunFilter,
-        FlowRunFilterId,
-        LogFilter,
-        LogFilterFlowRunId,
-    )
-    from prefect.logging.handlers import APILogHandler
-
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     folder = tmp_path / f"media-{SECRET}"
     folder.mkdir()
@@ -380,22 +322,14 @@ def test_secrets_never_reach_results_logs_or_artifacts(
     finally:
         logging.getLogger("prefect").removeHandler(handler)
     summary = state.result()
-    flow_run_id = state.state_details.flow_run_id
-    APILogHandler().flush()
+    run = flow_run_record(state.state_details.flow_run_id)
 
     assert summary.failed == 1 and "***" in results_of(summary).loc["leak", "error"]
     for path in (tmp_path / "out").rglob("*"):
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
     assert SECRET not in console.getvalue() and "media-***/leak.png: no face" in console.getvalue()
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-        )
-        task_runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        )
-        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    artifacts, task_runs, logs = run.artifacts, run.task_runs, run.logs
     assert {a.type for a in artifacts} >= {"table", "markdown", "progress"}
     assert all(SECRET not in str(a.data) for a in artifacts) and any("***" in str(a.data) for a in artifacts)
     assert all(SECRET not in str(t.state.message) for t in task_runs if t.state)
@@ -424,7 +358,7 @@ def test_dask_runner_loads_models_once_per_worker_process(
 ) -> None:
     """--runner dask: a LocalCluster of 2 processes (fakes through tests/fake_site on their PYTHONPATH)."""
     log = tmp_path / "calls.log"
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(FAKE_SITE), str(REPO)]))
+    monkeypatch.setenv("PYTHONPATH", fake_site_pythonpath())
     monkeypatch.setenv("PIPELINE_FAKES_CALL_LOG", str(log))
     rows = {f"r{i}": (f"photo{i}".encode(), b"speech") for i in range(4)}
     rows["bad"] = (b"NOFACE", b"speech")

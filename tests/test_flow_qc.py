@@ -6,36 +6,24 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pipeline_fakes
 import pytest
+from flow_helpers import make_manifest
 
 import flows  # noqa: F401  (offline Prefect settings first)
 from flows.cli import main as cli_main
 from flows.publish import artifact_key, round_figure
 from flows.render_batch import render_batch
-from manifests.build import write_manifest
 
 
-@pytest.fixture
-def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    yield from pipeline_fakes.use_in_test(monkeypatch)
-
-
-def _manifest(folder: Path, rows: dict[str, bytes]) -> str:
-    folder.mkdir(parents=True, exist_ok=True)
-    records = []
-    for row_id, speech in rows.items():
-        (folder / f"{row_id}.png").write_bytes(b"photo " + row_id.encode())
-        (folder / f"{row_id}.wav").write_bytes(speech)
-        records.append({"id": row_id, "image": f"{row_id}.png", "audio": f"{row_id}.wav"})
-    manifest = str(folder / "nightly.parquet")
-    write_manifest(records, manifest)
-    return manifest
+def qc_manifest(folder: Path, speech: dict[str, bytes]) -> str:
+    """A manifest named nightly.parquet (its artifact key) over one photo per row and the given speech."""
+    rows = {row_id: (b"photo " + row_id.encode(), audio) for row_id, audio in speech.items()}
+    return make_manifest(folder, rows, name="nightly.parquet")
 
 
 def test_round_figure_is_for_reading() -> None:
@@ -48,7 +36,7 @@ def test_round_figure_is_for_reading() -> None:
 def test_a_qc_failure_fails_its_row_keeps_its_video_and_reaches_every_output(
     tmp_path: Path, fake_pipeline: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    manifest = _manifest(
+    manifest = qc_manifest(
         tmp_path / "in", {"good": b"speech", "shaky": b"speech QCWARN", "offsync": b"speech QCFAIL"}
     )
     out = tmp_path / "out"
@@ -95,7 +83,7 @@ def test_a_qc_failure_fails_its_row_keeps_its_video_and_reaches_every_output(
 
 
 def test_thresholds_are_set_per_batch(tmp_path: Path, fake_pipeline: Any) -> None:
-    manifest = _manifest(tmp_path / "in", {"shaky": b"speech QCWARN"})
+    manifest = qc_manifest(tmp_path / "in", {"shaky": b"speech QCWARN"})
     strict = render_batch(
         manifest=manifest,
         output=str(tmp_path / "out"),
@@ -122,7 +110,7 @@ def test_artifacts_carry_rounded_qc_figures_the_worst_items_and_a_report_link(
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    manifest = _manifest(tmp_path / "in", {"good": b"speech", "offsync": b"speech QCFAIL"})
+    manifest = qc_manifest(tmp_path / "in", {"good": b"speech", "offsync": b"speech QCFAIL"})
     summary = render_batch(manifest=manifest, output=str(tmp_path / "out"), device="cpu")
     key = artifact_key(manifest, None)
     with get_client(sync_client=True) as client:

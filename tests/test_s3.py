@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 import pipeline_fakes
 import pytest
+from flow_helpers import put_inputs
 from weed_server import ACCESS_KEY, HAVE_WEED, SECRET_KEY, WeedServer, wait_for_bucket
 
 import flows  # noqa: F401  (offline Prefect settings first)
@@ -49,12 +50,6 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return wait_for_bucket()
 
 
-@pytest.fixture
-def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """The fake pipeline as ``sadtalker.pipeline`` / ``sadtalker.models`` for one test, no retry delays."""
-    yield from pipeline_fakes.use_in_test(monkeypatch)
-
-
 def test_storage_round_trip_on_s3(s3_env: str, tmp_path: Path) -> None:
     uri = storage.write_bytes(f"{s3_env}/t/a.bin", b"x" * 1000)
     assert storage.exists(uri) and storage.read_bytes(uri) == b"x" * 1000
@@ -70,10 +65,7 @@ def test_batch_reads_and_writes_s3_and_resumes(s3_env: str, fake_pipeline: Any, 
         "b": (b"photo-b NOFACE", b"speech"),
         "c": (b"photo-a", b"sp"),
     }
-    for row_id, (image, audio) in inputs.items():
-        storage.write_bytes(f"{s3_env}/in/media/{row_id}.png", image)
-        storage.write_bytes(f"{s3_env}/in/media/{row_id}.wav", audio)
-    records = [{"id": i, "image": f"media/{i}.png", "audio": f"media/{i}.wav"} for i in inputs]
+    records = put_inputs(f"{s3_env}/in", inputs, folder="media/")
     records.append({"id": "gone", "image": "media/a.png", "audio": "media/gone.wav"})
     manifest = f"{s3_env}/in/manifest.parquet"
     write_manifest(records, manifest, check_files=False)

@@ -9,12 +9,10 @@ outside is invalid at validation with the reason; its file is never opened or pr
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pipeline_fakes
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -167,11 +165,6 @@ def test_submit_takes_the_same_options() -> None:
     assert allowed_prefixes_from_args(args) == ["s3://b/media"]
     args = _parser("sadtalker-batch").parse_args(["m.parquet", "-o", "out", "--allow-any-path"])
     assert allowed_prefixes_from_args(args) == ["*"]
-
-
-@pytest.fixture
-def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    yield from pipeline_fakes.use_in_test(monkeypatch)
 
 
 def test_the_batch_never_opens_a_file_outside(tmp_path: Path, fake_pipeline: Any) -> None:

@@ -10,50 +10,28 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pipeline_fakes
 import pytest
+from flow_helpers import journaled, make_manifest, start_run
 
 import flows  # noqa: F401  (offline Prefect settings first)
 import flows.render_batch as render_batch_module
 from flows.cli import main as cli_main
 from flows.render_batch import render_batch
-from manifests.build import write_manifest
 from sadtalker import storage
 
 REPO = Path(__file__).resolve().parents[2]
-FAKE_SITE = REPO / "tests" / "fake_site"
-
-
-@pytest.fixture
-def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    yield from pipeline_fakes.use_in_test(monkeypatch)
-
-
-def make_manifest(folder: Path, rows: dict[str, tuple[bytes, bytes]]) -> str:
-    folder.mkdir(parents=True, exist_ok=True)
-    for row_id, (image, audio) in rows.items():
-        (folder / f"{row_id}.png").write_bytes(image)
-        (folder / f"{row_id}.wav").write_bytes(audio)
-    records = [{"id": i, "image": f"{i}.png", "audio": f"{i}.wav"} for i in rows]
-    write_manifest(records, str(folder / "manifest.parquet"))
-    return str(folder / "manifest.parquet")
 
 
 def journal_of(batch: Path) -> pd.DataFrame:
     """Every record in the batch's journal parts, newest per row id."""
-    parts = sorted((batch / "results.partial").glob("part-*.parquet"))
-    assert parts, f"no journal part in {batch}"
-    frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
-    return frame.drop_duplicates("id", keep="last").set_index("id")
+    assert list(batch.glob("results.partial/part-*.parquet")), f"no journal part in {batch}"
+    return journaled(batch, "results.partial/part-*.parquet")
 
 
 def test_at_most_window_rows_are_in_flight(
@@ -193,31 +171,19 @@ def test_the_journal_has_the_finished_rows_of_a_killed_run(tmp_path: Path, fake_
         {"a": (b"pa", b"sa FRAMES=3"), "b": (b"pb", b"sb FRAMES=4"), "c": (b"pc", b"HANG FRAMES=6")},
     )
     out, log = tmp_path / "out", tmp_path / "calls.log"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(FAKE_SITE), str(REPO)]),
-        "PIPELINE_FAKES_HANG": "1",
-        "PIPELINE_FAKES_CALL_LOG": str(log),
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "TMPDIR": str(tmp_path),
-    }
-    cmd = [sys.executable, "-m", "flows.cli", "run", manifest, "--output", str(out), "--device", "cpu"]
-    run_log = (tmp_path / "run.log").open("wb")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=run_log, stderr=run_log)
-    journaled: set[str] = set()
+    proc = start_run(tmp_path, manifest, out, PIPELINE_FAKES_HANG="1")
+    done: set[str] = set()
     try:
         deadline = time.monotonic() + 150
-        while time.monotonic() < deadline and proc.poll() is None and journaled != {"a", "b"}:
+        while time.monotonic() < deadline and proc.poll() is None and done != {"a", "b"}:
             time.sleep(0.5)
-            parts = sorted(out.glob("*/results.partial/part-*.parquet"))
-            journaled = set(pd.concat([pd.read_parquet(p) for p in parts])["id"]) if parts else set()
+            done = set(journaled(out).index)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
-        run_log.close()
     tail = (tmp_path / "run.log").read_text()[-3000:]
-    assert journaled == {"a", "b"}, f"the journal has {journaled or 'nothing'}; run log: {tail}"
+    assert done == {"a", "b"}, f"the journal has {done or 'nothing'}; run log: {tail}"
     assert "audio_to_coefficients c.wav" in log.read_text()  # killed while c was still running
     (batch,) = out.glob("*/results.partial")
     batch = batch.parent

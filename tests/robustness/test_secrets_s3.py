@@ -17,7 +17,8 @@ from typing import Any
 import pandas as pd
 import pytest
 import test_s3
-from test_s3 import ACCESS_KEY, SECRET_KEY, fake_pipeline, s3_endpoint, s3_env  # noqa: F401
+from flow_helpers import flow_run_record, put_inputs
+from test_s3 import ACCESS_KEY, SECRET_KEY, s3_endpoint, s3_env  # noqa: F401
 
 import flows  # noqa: F401  (offline Prefect settings first)
 from flows.render_batch import render_batch
@@ -39,17 +40,6 @@ def test_s3_credentials_reach_no_log_output_or_artifact(
     caplog: pytest.LogCaptureFixture,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterFlowRunId,
-        FlowRunFilter,
-        FlowRunFilterId,
-        LogFilter,
-        LogFilterFlowRunId,
-    )
-    from prefect.logging.handlers import APILogHandler
-
     assert len(ACCESS_KEY) >= 12 and len(SECRET_KEY) >= 12  # distinctive: no ordinary text contains them
     rows = {
         "good": (b"photo-a", b"speech FRAMES=3"),
@@ -57,10 +47,7 @@ def test_s3_credentials_reach_no_log_output_or_artifact(
         "noface": (b"photo-b NOFACE", b"speech"),
         "badaudio": (b"photo-a", b"speech BADAUDIO"),
     }
-    for row_id, (image, audio) in rows.items():
-        storage.write_bytes(f"{s3_env}/sec/in/{row_id}.png", image)
-        storage.write_bytes(f"{s3_env}/sec/in/{row_id}.wav", audio)
-    records = [{"id": i, "image": f"{i}.png", "audio": f"{i}.wav"} for i in rows]
+    records = put_inputs(f"{s3_env}/sec/in", rows)
     records.append({"id": "gone", "image": "good.png", "audio": "gone.wav"})  # a missing S3 object
     manifest = f"{s3_env}/sec/in/manifest.parquet"
     write_manifest(records, manifest, check_files=False)
@@ -70,8 +57,7 @@ def test_s3_credentials_reach_no_log_output_or_artifact(
         caplog.set_level(logging.DEBUG, logger=name)
     state = render_batch(manifest=manifest, output=output, device="cpu", workers=1, return_state=True)
     summary = state.result()
-    flow_run_id = state.state_details.flow_run_id
-    APILogHandler().flush()
+    run = flow_run_record(state.state_details.flow_run_id)
     assert (summary.succeeded, summary.failed, summary.invalid) == (2, 3, 1)
 
     # Logs of this process (every logger, DEBUG for the S3 stack) and everything written to stdout/stderr.
@@ -97,15 +83,7 @@ def test_s3_credentials_reach_no_log_output_or_artifact(
     assert "file not found: s3://" in results.loc["gone", "error"]  # errors name S3 URLs, not keys
 
     # Prefect: artifacts, the flow run's logs, task states and the flow run itself (parameters, state).
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-        )
-        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
-        task_runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        )
-        flow_run = client.read_flow_run(flow_run_id)
+    artifacts, logs, task_runs, flow_run = run.artifacts, run.logs, run.task_runs, run.flow_run
     assert {a.type for a in artifacts} >= {"table", "markdown", "progress"} and logs and task_runs
     for artifact in artifacts:
         assert not _leaks(f"{artifact.key} {artifact.description} {artifact.data}"), artifact.key

@@ -20,73 +20,20 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pipeline_fakes
 import pytest
+from flow_helpers import journaled, make_manifest, start_run
 
 import flows  # noqa: F401  (offline Prefect settings first)
 from flows.cli import main as cli_main
 from flows.render_batch import BatchStopped, render_batch
-from manifests.build import write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
-FAKE_SITE = REPO / "tests" / "fake_site"
-
-
-@pytest.fixture
-def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    yield from pipeline_fakes.use_in_test(monkeypatch)
-
-
-def make_manifest(folder: Path, rows: dict[str, tuple[bytes, bytes]]) -> str:
-    folder.mkdir(parents=True, exist_ok=True)
-    for row_id, (image, audio) in rows.items():
-        (folder / f"{row_id}.png").write_bytes(image)
-        (folder / f"{row_id}.wav").write_bytes(audio)
-    write_manifest(
-        [{"id": i, "image": f"{i}.png", "audio": f"{i}.wav"} for i in rows], str(folder / "manifest.parquet")
-    )
-    return str(folder / "manifest.parquet")
-
-
-def journaled(out: Path) -> pd.DataFrame:
-    parts = sorted(out.glob("*/results.partial/part-*.parquet"))
-    if not parts:
-        return pd.DataFrame(columns=["id", "status"]).set_index("id")
-    frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
-    return frame.drop_duplicates("id", keep="last").set_index("id")
-
-
-def start_run(
-    tmp_path: Path, manifest: str, out: Path, *extra: str, **env_extra: str
-) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(FAKE_SITE), str(REPO)]),
-        "PIPELINE_FAKES_CALL_LOG": str(tmp_path / "calls.log"),
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "TMPDIR": str(tmp_path),
-        **env_extra,
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "flows.cli",
-        "run",
-        manifest,
-        "--output",
-        str(out),
-        "--device",
-        "cpu",
-        *extra,
-    ]
-    log = (tmp_path / "run.log").open("wb")
-    return subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=log, stderr=log)
 
 
 def wait_for(check: Callable[[], bool], proc: subprocess.Popen[bytes], seconds: float, what: str) -> None:

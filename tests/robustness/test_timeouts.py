@@ -24,13 +24,12 @@ from typing import Any
 import ffmpeg as ffmpeg_python
 import numpy as np
 import pandas as pd
-import pipeline_fakes
 import pytest
+from flow_helpers import make_manifest
 
 import flows  # noqa: F401  (offline Prefect settings first)
 from flows.cli import main as batch_cli
 from flows.render_batch import render_batch
-from manifests.build import write_manifest
 from sadtalker import storage
 from sadtalker.audio.load import load_audio
 from sadtalker.errors import StageTimeout
@@ -285,31 +284,16 @@ def test_waiting_for_the_renderer_does_not_count(tmp_path: Path) -> None:
 # --- (c) through the flow: the stuck rows fail with the reason, the others succeed, the batch ends -------
 
 
-@pytest.fixture
-def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    yield from pipeline_fakes.use_in_test(monkeypatch)
-
-
-def make_manifest(folder: Path, rows: dict[str, bytes]) -> str:
-    folder.mkdir(parents=True, exist_ok=True)
-    for row_id, audio in rows.items():
-        (folder / f"{row_id}.png").write_bytes(f"photo {row_id}".encode())
-        (folder / f"{row_id}.wav").write_bytes(audio)
-    records = [{"id": i, "image": f"{i}.png", "audio": f"{i}.wav"} for i in rows]
-    write_manifest(records, str(folder / "manifest.parquet"))
-    return str(folder / "manifest.parquet")
-
-
 def test_stuck_rows_fail_with_the_timeout_while_the_others_succeed(
     tmp_path: Path, fake_pipeline: Any, hung_ffmpeg: Path
 ) -> None:
     manifest = make_manifest(
         tmp_path / "in",
         {
-            "a": b"speech",
-            "slow": b"speech SLOWRENDER FRAMES=60",  # 30 batches x 0.25 s, limit 1 + 60 x 0.05 = 4 s
-            "stall": b"speech DECODE",  # decodes with the hung ffmpeg, limit 2 s
-            "b": b"speech FRAMES=5",
+            "a": (b"photo a", b"speech"),
+            "slow": (b"photo slow", b"speech SLOWRENDER FRAMES=60"),  # 30 batches x 0.25 s, limit 4 s
+            "stall": (b"photo stall", b"speech DECODE"),  # decodes with the hung ffmpeg, limit 2 s
+            "b": (b"photo b", b"speech FRAMES=5"),
         },
     )
     start = time.monotonic()
@@ -368,7 +352,7 @@ def test_limits_are_named_checked_and_the_render_scales_with_frames() -> None:
 def test_flow_and_cli_refuse_bad_names_before_any_row_work(
     tmp_path: Path, fake_pipeline: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    manifest = make_manifest(tmp_path / "in", {"a": b"speech"})
+    manifest = make_manifest(tmp_path / "in", {"a": (b"photo a", b"speech")})
     out = tmp_path / "out"
     with pytest.raises(ValueError, match="unknown timeout 'render_s'"):
         render_batch(manifest=manifest, output=str(out), device="cpu", timeouts={"render_s": 10})

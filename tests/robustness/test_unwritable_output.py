@@ -4,21 +4,14 @@ ignores permission bits)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pipeline_fakes
 import pytest
 
 import flows  # noqa: F401  (offline Prefect settings first)
 from flows.cli import main as cli_main
 from manifests.build import write_manifest
-
-
-@pytest.fixture
-def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    yield from pipeline_fakes.use_in_test(monkeypatch)
 
 
 def test_unwritable_output_fails_before_any_row_work(
