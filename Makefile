@@ -19,8 +19,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install $(PIP_ARGS) -e ".[dev]" "$(TORCH)"
-	bash scripts/ensure_ffmpeg.sh
-	bash scripts/ensure_chromium.sh
+	bash scripts/ensure_tools.sh
 	touch $(STAMP)
 
 lint: setup

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Make the system tools `make setup` wants available, from Debian's packages when we are root and apt-get
+# exists. Never fails setup: each tool has a fallback, said on stderr.
+#   ffmpeg (+ ffprobe): else the static binary shipped inside the imageio-ffmpeg wheel (a declared dependency;
+#     sadtalker.video finds it on its own), which has no ffprobe, so probing parses `ffmpeg -i` instead.
+#   chromium: headless browser for the QC report test (tests/test_report.py), else that test skips.
+set -u
+
+# ensure PACKAGE FALLBACK-MESSAGE COMMAND...: done when every COMMAND is on PATH, else install PACKAGE.
+ensure() {
+  local package=$1 fallback=$2 found=1 cmd
+  shift 2
+  for cmd in "$@"; do command -v "$cmd" >/dev/null 2>&1 || found=0; done
+  [ "$found" = 1 ] && return 0
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "ensure_tools: installing Debian's $package" >&2
+    apt-get install -y --no-install-recommends "$package" >/dev/null 2>&1 && return 0
+    apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends "$package" >/dev/null 2>&1 &&
+      return 0
+  fi
+  echo "ensure_tools: no $package; $fallback" >&2
+}
+
+ensure ffmpeg "using the ffmpeg binary bundled with imageio-ffmpeg" ffmpeg ffprobe
+# Debian names the browser chromium, Ubuntu's snapless images chromium-browser: either will do.
+command -v chromium-browser >/dev/null 2>&1 ||
+  ensure chromium "the report's browser test will be skipped" chromium
+exit 0
