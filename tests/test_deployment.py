@@ -95,6 +95,14 @@ def _prefect(env: dict[str, str], *args: str, timeout: float = 120) -> str:
     return done.stdout + done.stderr
 
 
+def _worker_pass(
+    env: dict[str, str], pool: str, python_path: str, worker_env: dict[str, str] | None = None
+) -> None:
+    """One pass of a process worker on ``pool`` (``--run-once``): it runs the flow runs scheduled now."""
+    worker = {**env, **(worker_env or {}), "PYTHONPATH": python_path}
+    _prefect(worker, "worker", "start", "--pool", pool, "--run-once", timeout=240)
+
+
 @pytest.fixture(scope="module")
 def deployed(prefect_server: dict[str, str]) -> dict[str, str]:
     """The `render-batch` deployment of prefect.yaml on the test server, and its work pool."""
@@ -122,15 +130,7 @@ def _run_deployment(
     """Create a flow run of the deployment, let one worker pass run it, return the flow run."""
     created = _prefect(env, "deployment", "run", deployed["name"], "--params", json.dumps(params))
     flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", created).group(1)  # type: ignore[union-attr]
-    _prefect(
-        {**env, **(worker_env or {}), "PYTHONPATH": python_path},
-        "worker",
-        "start",
-        "--pool",
-        deployed["pool"],
-        "--run-once",
-        timeout=240,
-    )
+    _worker_pass(env, deployed["pool"], python_path, worker_env)
     return httpx.get(f"{env['PREFECT_API_URL']}/flow_runs/{flow_run_id}", timeout=10).json()
 
 
@@ -300,15 +300,7 @@ def test_submit_validates_locally_runs_the_deployment_and_waits_for_the_report(
     deadline = time.monotonic() + 60
     while runs() == before and time.monotonic() < deadline:
         time.sleep(0.5)
-    _prefect(
-        {**env, "PYTHONPATH": fake_site_pythonpath()},
-        "worker",
-        "start",
-        "--pool",
-        deployed["pool"],
-        "--run-once",
-        timeout=240,
-    )
+    _worker_pass(env, deployed["pool"], fake_site_pythonpath())
     out, _ = waiting.communicate(timeout=120)
     assert waiting.returncode == 1, out  # the run completed, with one row failing QC
     ui = api[: -len("/api")]
