@@ -107,63 +107,45 @@ class StrictModeError(ValueError):
     """``strict=True`` and the manifest has problems: the batch fails before any model work."""
 
 
-class ResultsNotSavedError(RuntimeError):
-    """The batch ran, but some of its outputs could not be written (``results.parquet`` first; storage
-    down): the message says what ran, what was saved (the results journal, where) and what was not; the
-    CLI exits 3. ``summary``: the :class:`BatchSummary`; ``errors``: ``{file: error}``; ``journal``: the
-    journal's URI; ``journaled``: rows of this run in the journal; ``unsaved``: rows of this run in none."""
+class BatchIncomplete(RuntimeError):
+    """The batch ended without all of its outputs. The message says what ran, what was saved (the results
+    journal, where) and what was not. ``summary``: the :class:`BatchSummary`; ``journal``: the journal's
+    URI; ``journaled``: rows of this run in the journal; ``unsaved``: rows of this run in none."""
 
     def __init__(
         self,
         message: str,
         summary: BatchSummary | None = None,
-        errors: Mapping[str, str] | None = None,
         journal: str | None = None,
         journaled: int = 0,
         unsaved: int = 0,
     ):
         super().__init__(message)
-        self.summary, self.errors, self.journal = summary, dict(errors or {}), journal
-        self.journaled, self.unsaved = journaled, unsaved
+        self.summary, self.journal, self.journaled, self.unsaved = summary, journal, journaled, unsaved
 
     def __reduce__(self) -> Any:  # picklable with its fields (Prefect may copy a flow's exception)
-        args = (str(self), self.summary, self.errors, self.journal, self.journaled, self.unsaved)
-        return (type(self), args)
+        return (type(self), (str(self),), vars(self))
 
 
-class BatchStopped(RuntimeError):
+class ResultsNotSavedError(BatchIncomplete):
+    """Every row ran, but some of the batch's outputs could not be written (``results.parquet`` first;
+    storage down). ``errors``: ``{file: error}``. The CLI exits 3."""
+
+    def __init__(self, message: str, errors: Mapping[str, str] | None = None, **fields: Any):
+        super().__init__(message, **fields)
+        self.errors = dict(errors or {})
+
+
+class BatchStopped(BatchIncomplete):
     """The batch stopped before every row ran (SIGTERM / SIGINT, or the storage breaker; ``flows.stopping``):
     no new row was submitted, the rows in flight finished and were journaled, and no ``results.parquet``
-    was written. The message says what ran, what was saved and what was not; a rerun of the same manifest
-    finishes the batch. ``signum``: the signal (None for the breaker); ``not_run``: rows never started;
-    ``journaled`` / ``unsaved``: rows of this run in the journal / in none. The CLI exits 128 + signum
-    after a signal, 4 after the breaker."""
+    was written; a rerun of the same manifest finishes the batch. ``signum``: the signal (None for the
+    breaker); ``not_run``: rows never started. The CLI exits 128 + signum after a signal, 4 after the
+    breaker."""
 
-    def __init__(
-        self,
-        message: str,
-        summary: BatchSummary | None = None,
-        signum: int | None = None,
-        not_run: int = 0,
-        journal: str | None = None,
-        journaled: int = 0,
-        unsaved: int = 0,
-    ):
-        super().__init__(message)
-        self.summary, self.signum, self.not_run, self.journal = summary, signum, not_run, journal
-        self.journaled, self.unsaved = journaled, unsaved
-
-    def __reduce__(self) -> Any:
-        args = (
-            str(self),
-            self.summary,
-            self.signum,
-            self.not_run,
-            self.journal,
-            self.journaled,
-            self.unsaved,
-        )
-        return (type(self), args)
+    def __init__(self, message: str, signum: int | None = None, not_run: int = 0, **fields: Any):
+        super().__init__(message, **fields)
+        self.signum, self.not_run = signum, not_run
 
 
 @dataclass(frozen=True)

@@ -213,3 +213,20 @@ def test_sigkill_during_the_results_write_leaves_no_results_file_and_the_rerun_c
     summary = render_batch(manifest=manifest, output=str(out), device="cpu", report=False)
     assert summary.ok and summary.resumed == 3 and fake_pipeline.calls("render_video") == []
     assert list(pd.read_parquet(batch / "results.parquet")["id"]) == ["a", "b", "c"]
+
+
+def test_the_batch_exceptions_survive_pickling_with_their_fields() -> None:
+    """Prefect may copy a flow's exception between processes: the CLI's exit code and message read the
+    fields (signal, rows not run, journal) from the copy."""
+    import pickle
+
+    from flows.render_batch import ResultsNotSavedError
+
+    stopped = BatchStopped("STOPPED", signum=15, not_run=3, journal="j", journaled=2, unsaved=1)
+    copy = pickle.loads(pickle.dumps(stopped))
+    assert type(copy) is BatchStopped and str(copy) == "STOPPED" and vars(copy) == vars(stopped)
+    unsaved = ResultsNotSavedError("NOT SAVED", errors={"results.parquet": "down"}, journal="j", journaled=4)
+    copy = pickle.loads(pickle.dumps(unsaved))
+    assert (
+        type(copy) is ResultsNotSavedError and vars(copy) == vars(unsaved) and copy.errors["results.parquet"]
+    )
