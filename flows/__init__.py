@@ -3,7 +3,7 @@ the command line (flows.cli), the demo (flows.demo) and the project's offline Pr
 (flows.settings, applied here, before anything imports Prefect)."""
 
 from flows.settings import apply_offline_defaults
-from sadtalker.storage import install_log_redaction
+from sadtalker.redaction import install_log_redaction
 
 apply_offline_defaults()
 install_log_redaction()

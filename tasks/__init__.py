@@ -13,7 +13,7 @@ Retries: transient faults only (``tasks.common.retry_if_transient``); bad input 
 """
 
 from flows.settings import apply_offline_defaults
-from sadtalker.storage import install_log_redaction
+from sadtalker.redaction import install_log_redaction
 
 apply_offline_defaults()  # before Prefect is imported
 install_log_redaction()

@@ -12,6 +12,7 @@ from prefect import task
 from manifests.schema import ManifestRow
 from sadtalker import storage
 from sadtalker.coeffs.reference import is_reference_video
+from sadtalker.hashing import sha256_file
 from sadtalker.inputs import InputFiles
 from tasks.common import (
     STAGE_TASK_OPTIONS,
@@ -54,7 +55,7 @@ def reference_coefficients_cached(
 
     start = time.perf_counter()
     pl, models = pl or pipeline(), models or shared_models(ctx.weights)
-    sha = storage.sha256_file(video)
+    sha = sha256_file(video)
     key = reference_key(sha, options, weights_fingerprint(models, options), models.landmarker_identity())
     cache_uri = ctx.paths.reference_cache(key)
     result, reused = cached_artefact(
@@ -99,7 +100,7 @@ def coefficients_task(row: ManifestRow, face: FaceRecord, ctx: StageContext) -> 
     item = ctx.paths.item(row.id)
     with storage.scratch_dir() as tmp, InputFiles(tmp, ctx.allowed_prefixes) as inputs:
         audio = inputs.localize(row.audio)  # checked against the prefixes as it is opened
-        audio_sha = storage.sha256_file(audio)
+        audio_sha = sha256_file(audio)
         refs = {name: getattr(row, name) for name in ("ref_eyeblink", "ref_pose")}
         local_refs = {name: inputs.localize(uri) if uri else None for name, uri in refs.items()}
         base = row.to_options(
@@ -115,7 +116,7 @@ def coefficients_task(row: ManifestRow, face: FaceRecord, ctx: StageContext) -> 
                 ref = reference_coefficients_cached(local, base, ctx, tmp, pl, models)
                 ref_files[name], refs_sha[name] = str(ref.local), f"video:{ref.key}"
             else:
-                ref_files[name], refs_sha[name] = str(local), storage.sha256_file(local)
+                ref_files[name], refs_sha[name] = str(local), sha256_file(local)
         options = dataclasses.replace(base, **ref_files)
         key = coeffs_key(face.key, audio_sha, options, refs_sha, weights_fingerprint(models, options))
         cache_uri = ctx.paths.coeffs_cache(key)

@@ -24,6 +24,7 @@ from prefect.tasks import exponential_backoff
 
 from sadtalker import storage
 from sadtalker.errors import InputError, SadTalkerError
+from sadtalker.redaction import redact
 from sadtalker.timeouts import check_deadline, paused
 
 __all__ = [
@@ -102,12 +103,12 @@ class RedactedError(SadTalkerError):
 
 def _redacted(exc: Exception) -> Exception:
     text = str(exc)
-    clean = storage.redact(text)
+    clean = redact(text)
     if clean == text:
         return exc
     if isinstance(exc, InputError):
         with contextlib.suppress(Exception):
-            return type(exc)(storage.redact(exc.path), storage.redact(exc.problem))
+            return type(exc)(redact(exc.path), redact(exc.problem))
     return RedactedError(f"{type(exc).__name__}: {clean}", transient=is_transient(exc))
 
 

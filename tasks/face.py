@@ -8,6 +8,7 @@ from prefect import task
 
 from manifests.schema import ManifestRow
 from sadtalker import storage
+from sadtalker.hashing import sha256_file
 from sadtalker.inputs import InputFiles
 from tasks.common import (
     STAGE_TASK_OPTIONS,
@@ -46,7 +47,7 @@ def extract_face_task(row: ManifestRow, ctx: StageContext) -> FaceRecord:
     item = ctx.paths.item(row.id)
     with storage.scratch_dir() as tmp, InputFiles(tmp, ctx.allowed_prefixes) as inputs:
         image = inputs.localize(row.image)  # checked against the prefixes as it is opened
-        image_sha = storage.sha256_file(image)
+        image_sha = sha256_file(image)
         landmarks = models.landmarker_identity()
         key = face_key(image_sha, options, weights_fingerprint(models, options), landmarks)
         cache_uri = ctx.paths.face_cache(key)

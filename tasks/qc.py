@@ -19,6 +19,7 @@ from prefect import task
 from manifests.schema import ManifestRow
 from sadtalker import storage
 from sadtalker.inputs import InputFiles
+from sadtalker.redaction import redact
 from tasks.common import (
     STAGE_TASK_OPTIONS,
     logger,
@@ -95,7 +96,7 @@ def qc_task(
     fs.invalidate_cache(path)
     video_bytes = int(fs.size(path) or 0)
     if video_bytes == 0:
-        raise RuntimeError(f"video {storage.redact(render.video_uri)} is empty")
+        raise RuntimeError(f"video {redact(render.video_uri)} is empty")
     digest = thresholds_digest(ctx.qc_thresholds)
     record = None if ctx.force else _reusable(item.qc, render.key, pl.QC_PROTOCOL, digest)
     reused = record is not None

@@ -392,12 +392,12 @@ def install(monkeypatch: Any = None) -> None:
 
 def _slow_writes(name: str) -> None:
     """See the module docstring (``$PIPELINE_FAKES_SLOW_WRITE``)."""
-    from sadtalker import storage
+    from sadtalker import storage, uris
 
     write_bytes = storage.write_bytes
 
     def slow(uri: str, data: bytes) -> str:
-        if not uri.endswith("/" + name) or not storage.is_local(uri):
+        if not uri.endswith("/" + name) or not uris.is_local(uri):
             return write_bytes(uri, data)
 
         def write_local(tmp: str) -> None:
