@@ -143,9 +143,7 @@ def _run(argv: Sequence[str], prog: str) -> int:
         print(f"error: the batch ran, but its results were not all written: {exc}", file=sys.stderr)
         return 3
     except Exception as exc:
-        print(
-            f"error: the batch did not run: {redact(f'{type(exc).__name__}: {exc}')}", file=sys.stderr
-        )
+        print(f"error: the batch did not run: {redact(f'{type(exc).__name__}: {exc}')}", file=sys.stderr)
         return 2
     _print_summary(summary)
     return 0 if summary.ok else 1
@@ -233,10 +231,7 @@ def _results(argv: Sequence[str], prog: str) -> int:
         table["error"] = table["error"].astype(str).str.slice(0, 80)
         print(table.to_string(index=False))
     counts = frame["status"].value_counts().to_dict()
-    print(
-        f"\n{redact(uri)}: {len(frame)} rows, "
-        + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-    )
+    print(f"\n{redact(uri)}: {len(frame)} rows, " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     return 0
 
 

@@ -98,9 +98,7 @@ def _encode(record: Mapping[str, Any], names: list[str], fingerprint: str | None
     metrics = record.get(QC_METRICS)
     out = redact(out)
     # JSON has no NaN/inf: they are kept as Python's json writes them (NaN, Infinity), which it reads back.
-    out[QC_METRICS] = (
-        None if metrics is None else redact(json.dumps(metrics, sort_keys=True, default=_plain))
-    )
+    out[QC_METRICS] = None if metrics is None else redact(json.dumps(metrics, sort_keys=True, default=_plain))
     out[FINGERPRINT] = fingerprint
     return out
 
