@@ -65,9 +65,13 @@ from sadtalker import storage
 from sadtalker.paths import BatchPaths, batch_id_for
 from sadtalker.redaction import redact
 from sadtalker.timeouts import StageTimeouts, io_scope
-from tasks import coefficients_task, extract_face_task, load_manifest, qc_task, render_task
-from tasks.common import is_transient, models_module
+from tasks.coeffs import coefficients_task
+from tasks.face import extract_face_task
+from tasks.load import load_manifest
+from tasks.qc import qc_task
 from tasks.records import StageContext
+from tasks.render import render_task
+from tasks.retry import is_transient
 
 __all__ = [
     "RESULT_SCHEMA",
@@ -200,7 +204,7 @@ class BatchSummary:
 
 def _state_error(state: Any) -> tuple[str, bool]:
     """``Type: message`` of a failed task run (or the state's message when it did not raise), and whether
-    it failed with a transient fault (``tasks.common.is_transient``: storage or network, after retries)."""
+    it failed with a transient fault (``tasks.retry.is_transient``: storage or network, after retries)."""
     if state.is_failed() or state.is_crashed():
         exc = state.result(raise_on_failure=False)
         if isinstance(exc, BaseException):
@@ -628,6 +632,7 @@ def render_batch(
             written; finished rows' results are in the results journal (``results.partial/``), which a
             rerun of the batch merges.
     """
+    from sadtalker.models import check_weights, resolve_policy  # when the flow runs: see tasks/__init__.py
     from sadtalker.qc import QC_PROTOCOL, parse_threshold_overrides, resolve_thresholds, thresholds_to_dict
 
     start = time.perf_counter()
@@ -646,8 +651,8 @@ def render_batch(
             )
         # Every set the batch needs is resolved and verified here, before any row work or output: under
         # `official` a missing file stops the batch now, not one row at a time on the workers.
-        policy = models_module().resolve_policy(weights)
-        weight_report = models_module().check_weights(
+        policy = resolve_policy(weights)
+        weight_report = check_weights(
             policy,
             sizes={row.size for row in checked.rows},
             preprocesses={row.preprocess for row in checked.rows},

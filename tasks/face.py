@@ -10,18 +10,13 @@ from manifests.schema import ManifestRow
 from sadtalker import storage
 from sadtalker.hashing import sha256_file
 from sadtalker.inputs import InputFiles
-from tasks.common import (
-    STAGE_TASK_OPTIONS,
-    cached_artefact,
-    logger,
-    pipeline,
-    redact_errors,
-    resolve_device,
-    shared_models,
-    timed_stage,
-)
+from tasks.cache import cached_artefact
+from tasks.deadlines import timed_stage
+from tasks.devices import resolve_device
 from tasks.keys import face_key, weights_fingerprint
+from tasks.logs import logger, redact_errors
 from tasks.records import FaceRecord, StageContext
+from tasks.retry import STAGE_TASK_OPTIONS
 
 __all__ = ["extract_face_task"]
 
@@ -39,8 +34,11 @@ def extract_face_task(row: ManifestRow, ctx: StageContext) -> FaceRecord:
     ``ctx.allowed_prefixes`` when opened: ``OutsidePrefixesError``): never retried.
     The key names the worker's landmark backend and its weights: a worker that fell back to dlib never
     reuses, or overwrites, a face that face-alignment found (nor the reverse)."""
+    from sadtalker import pipeline as pl  # when the task runs: see tasks/__init__.py
+    from sadtalker.models import Models
+
     start = time.perf_counter()
-    pl, models = pipeline(), shared_models(ctx.weights)
+    models = Models.shared(ctx.weights)
     options = row.to_options(
         device=resolve_device(ctx.device), dtype=ctx.dtype, ref_eyeblink=None, ref_pose=None
     )

@@ -6,7 +6,8 @@ from prefect import task
 
 from manifests.validate import ValidationReport, validate_manifest
 from sadtalker.redaction import redact
-from tasks.common import STAGE_TASK_OPTIONS, logger, redact_errors
+from tasks.logs import logger, redact_errors
+from tasks.retry import STAGE_TASK_OPTIONS
 
 __all__ = ["load_manifest"]
 
