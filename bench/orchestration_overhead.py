@@ -39,8 +39,11 @@ from flows.render_batch import render_batch  # noqa: E402
 from manifests.build import write_manifest  # noqa: E402
 from manifests.validate import validate_manifest  # noqa: E402
 from sadtalker.paths import BatchPaths  # noqa: E402
-from tasks import coefficients_task, extract_face_task, qc_task, render_task  # noqa: E402
+from tasks.coeffs import coefficients_task  # noqa: E402
+from tasks.face import extract_face_task  # noqa: E402
+from tasks.qc import qc_task  # noqa: E402
 from tasks.records import StageContext  # noqa: E402
+from tasks.render import render_task  # noqa: E402
 
 
 def _manifest(folder: Path, rows: int) -> str:

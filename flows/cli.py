@@ -35,8 +35,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import flows  # noqa: F401  (offline Prefect settings before Prefect is imported)
-from sadtalker import storage
+from sadtalker import storage, uris
 from sadtalker.cli import add_timeout_argument, add_weights_policy_argument
+from sadtalker.redaction import redact
 
 __all__ = ["main"]
 
@@ -142,9 +143,7 @@ def _run(argv: Sequence[str], prog: str) -> int:
         print(f"error: the batch ran, but its results were not all written: {exc}", file=sys.stderr)
         return 3
     except Exception as exc:
-        print(
-            f"error: the batch did not run: {storage.redact(f'{type(exc).__name__}: {exc}')}", file=sys.stderr
-        )
+        print(f"error: the batch did not run: {redact(f'{type(exc).__name__}: {exc}')}", file=sys.stderr)
         return 2
     _print_summary(summary)
     return 0 if summary.ok else 1
@@ -179,7 +178,7 @@ def _print_summary(summary: Any) -> None:
 def _read_results(target: str) -> Any:
     import pandas as pd
 
-    uri = target if target.endswith(".parquet") else storage.join(target, "results.parquet")
+    uri = target if target.endswith(".parquet") else uris.join(target, "results.parquet")
     if not target.endswith(".parquet") and not storage.exists(uri):
         journaled = _read_journal(target)
         if journaled is not None:
@@ -194,13 +193,13 @@ def _read_journal(batch: str) -> Any:
     from flows.render_batch import RESULT_SCHEMA
     from sadtalker.paths import BatchPaths
 
-    norm = storage.normalize(batch).rstrip("/")
-    paths = BatchPaths.create(storage.parent(norm), norm.rsplit("/", 1)[-1])
+    norm = uris.normalize(batch).rstrip("/")
+    paths = BatchPaths.create(uris.parent(norm), norm.rsplit("/", 1)[-1])
     table = read_journal(paths, RESULT_SCHEMA)
     if table is None:
         return None
     print(
-        f"note: {storage.redact(paths.results)} is not there (its run did not finish); these are the "
+        f"note: {redact(paths.results)} is not there (its run did not finish); these are the "
         f"{table.num_rows} rows its results journal holds (rerun the batch to write results.parquet)",
         file=sys.stderr,
     )
@@ -218,7 +217,7 @@ def _results(argv: Sequence[str], prog: str) -> int:
     try:
         frame, uri = _read_results(args.batch)
     except (OSError, ValueError) as exc:
-        print(f"error: cannot read results: {storage.redact(str(exc))}", file=sys.stderr)
+        print(f"error: cannot read results: {redact(str(exc))}", file=sys.stderr)
         return 2
     shown = frame[frame["status"] == "failed"] if args.failed else frame
     if args.qc:
@@ -232,10 +231,7 @@ def _results(argv: Sequence[str], prog: str) -> int:
         table["error"] = table["error"].astype(str).str.slice(0, 80)
         print(table.to_string(index=False))
     counts = frame["status"].value_counts().to_dict()
-    print(
-        f"\n{storage.redact(uri)}: {len(frame)} rows, "
-        + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-    )
+    print(f"\n{redact(uri)}: {len(frame)} rows, " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     return 0
 
 
@@ -245,11 +241,11 @@ def _show_qc(results_uri: str, ids: set[str]) -> int:
 
     from flows.publish import round_figure
 
-    uri = storage.join(storage.parent(results_uri), "qc.parquet")
+    uri = uris.join(uris.parent(results_uri), "qc.parquet")
     try:
         qc = pd.read_parquet(io.BytesIO(storage.read_bytes(uri)))
     except (OSError, ValueError) as exc:
-        print(f"error: cannot read the QC table: {storage.redact(str(exc))}", file=sys.stderr)
+        print(f"error: cannot read the QC table: {redact(str(exc))}", file=sys.stderr)
         return 2
     qc = qc[qc["id"].isin(ids)]
     from flows.publish import HEADLINE_METRICS
@@ -262,7 +258,7 @@ def _show_qc(results_uri: str, ids: set[str]) -> int:
         table["qc_problems"] = table["qc_problems"].astype(str).str.slice(0, 80)
     print(table.to_string(index=False))
     counts = qc["qc_verdict"].value_counts().to_dict()
-    print(f"\n{storage.redact(uri)}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    print(f"\n{redact(uri)}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     return 0
 
 
@@ -280,9 +276,9 @@ def _report(argv: Sequence[str], prog: str) -> int:
     try:
         uri = build_index(args.index) if args.index else build_report(args.batch)
     except (OSError, ValueError) as exc:
-        print(f"error: cannot build the report: {storage.redact(str(exc))}", file=sys.stderr)
+        print(f"error: cannot build the report: {redact(str(exc))}", file=sys.stderr)
         return 2
-    print(f"wrote {storage.redact(uri)}")
+    print(f"wrote {redact(uri)}")
     return 0
 
 

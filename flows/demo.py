@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from flows.settings import PROJECT_PREFECT_DIR, REPO, use_prefect_home
+from tasks.settings import PROJECT_PREFECT_DIR, REPO, use_prefect_home
 
 __all__ = ["main"]
 

@@ -39,8 +39,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sadtalker import storage
+from sadtalker import storage, uris
 from sadtalker.paths import JOURNAL_PART_PREFIX, BatchPaths, journal_run_token
+from sadtalker.redaction import redact
 
 __all__ = [
     "FINGERPRINT",
@@ -95,11 +96,9 @@ def _plain(value: Any) -> Any:
 def _encode(record: Mapping[str, Any], names: list[str], fingerprint: str | None) -> dict[str, Any]:
     out = {c: record.get(c) for c in names}
     metrics = record.get(QC_METRICS)
-    out = storage.redact(out)
+    out = redact(out)
     # JSON has no NaN/inf: they are kept as Python's json writes them (NaN, Infinity), which it reads back.
-    out[QC_METRICS] = (
-        None if metrics is None else storage.redact(json.dumps(metrics, sort_keys=True, default=_plain))
-    )
+    out[QC_METRICS] = None if metrics is None else redact(json.dumps(metrics, sort_keys=True, default=_plain))
     out[FINGERPRINT] = fingerprint
     return out
 
@@ -173,11 +172,11 @@ class ResultsJournal:
         try:
             storage.write_parquet(uri, pa.Table.from_pylist(self._pending, schema=self.schema))
         except Exception as exc:  # storage down, or a record that does not fit: keep it, say why
-            self.error = str(storage.redact(f"{type(exc).__name__}: {exc}"))
+            self.error = str(redact(f"{type(exc).__name__}: {exc}"))
             self._retry_at = self._clock() + self.seconds
             _log.warning(
                 "results journal: could not write %s (%d rows kept for the next try): %s",
-                storage.redact(uri),
+                redact(uri),
                 len(self._pending),
                 self.error,
             )
@@ -204,7 +203,7 @@ def journal_parts(paths: BatchPaths) -> list[str]:
         if (base := posixpath.basename(str(name).rstrip("/"))).startswith(JOURNAL_PART_PREFIX)
         and base.endswith(".parquet")
     )
-    return [storage.join(paths.journal, base) for base in parts]
+    return [uris.join(paths.journal, base) for base in parts]
 
 
 def read_journal(
@@ -215,8 +214,8 @@ def read_journal(
     parts (as nulls). ``newest``: records newer than every part (those a journal could not write yet).
     Listing errors raise; a part that cannot be read raises with ``strict`` (the final tables: a skipped
     part would lose its rows), else it is skipped with a warning (resume: its rows simply run again)."""
-    uris = journal_parts(paths)
-    if not uris and newest is None:
+    parts = journal_parts(paths)
+    if not parts and newest is None:
         return None
 
     def read(uri: str) -> pa.Table | None:
@@ -224,14 +223,14 @@ def read_journal(
             return pq.read_table(io.BytesIO(storage.read_bytes(uri)))
         except Exception as exc:
             if strict:
-                raise OSError(f"results journal part {storage.redact(uri)} unreadable: {exc}") from exc
-            _log.warning("results journal: skipping unreadable part %s: %s", storage.redact(uri), exc)
+                raise OSError(f"results journal part {redact(uri)} unreadable: {exc}") from exc
+            _log.warning("results journal: skipping unreadable part %s: %s", redact(uri), exc)
             return None
 
     context = contextvars.copy_context()  # the readers keep the caller's storage timeouts (io_scope)
-    with ThreadPoolExecutor(max_workers=max(min(_READERS, len(uris)), 1)) as pool:
+    with ThreadPoolExecutor(max_workers=max(min(_READERS, len(parts)), 1)) as pool:
         tables = [
-            t for t in pool.map(lambda u: context.copy().run(read, u), uris) if t is not None and t.num_rows
+            t for t in pool.map(lambda u: context.copy().run(read, u), parts) if t is not None and t.num_rows
         ]
     if newest is not None and newest.num_rows:
         tables.append(newest)
@@ -262,15 +261,15 @@ def journal_records(table: pa.Table, batch_rows: int = 4096) -> Iterator[dict[st
 
 def remove_journal(paths: BatchPaths) -> int:
     """Delete every journal part (once ``results.parquet`` holds them); returns how many were removed."""
-    uris = journal_parts(paths)
-    if not uris:
+    parts = journal_parts(paths)
+    if not parts:
         return 0
     fs, _ = storage.filesystem(paths.journal)
-    fs.rm([storage.filesystem(uri)[1] for uri in uris])
-    if storage.is_local(paths.journal):
+    fs.rm([storage.filesystem(uri)[1] for uri in parts])
+    if uris.is_local(paths.journal):
         with contextlib.suppress(OSError):  # not empty (a part written meanwhile) or already gone
             fs.rmdir(storage.filesystem(paths.journal)[1])
-    return len(uris)
+    return len(parts)
 
 
 def describe_unsaved(journal: ResultsJournal) -> str:

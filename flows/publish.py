@@ -23,9 +23,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from sadtalker import storage
+from sadtalker import storage, uris
 from sadtalker.paths import BatchPaths
 from sadtalker.qc.record import HEADLINE_METRICS
+from sadtalker.redaction import redact
 
 __all__ = [
     "HEADLINE_METRICS",
@@ -69,7 +70,7 @@ def _version(package: str) -> str:
 def artifact_key(manifest: str, deployment: str | None) -> str:
     """A Prefect artifact key (lowercase letters, digits, dashes) that stays the same night after night:
     from the deployment's name, or from the manifest's file stem when the flow runs without one."""
-    base = deployment or storage.normalize(manifest).rstrip("/").rsplit("/", 1)[-1].split(".", 1)[0]
+    base = deployment or uris.normalize(manifest).rstrip("/").rsplit("/", 1)[-1].split(".", 1)[0]
     return "render-batch-" + (re.sub(r"[^a-z0-9-]+", "-", base.lower()).strip("-") or "batch")
 
 
@@ -121,8 +122,8 @@ def batch_record(
     return {
         "batch_id": paths.batch_id,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "manifest": str(storage.redact(manifest)),
-        "output": str(storage.redact(paths.output)),
+        "manifest": str(redact(manifest)),
+        "output": str(redact(paths.output)),
         "rows": tally.total,
         "counts": tally.counts(),
         "weights": tally.weights_kind,
@@ -132,8 +133,8 @@ def batch_record(
         "threshold_overrides": dict(overrides),
         "qc_protocol": qc_protocol,
         "seconds": round(seconds, 1),
-        "results": str(storage.redact(paths.results)),
-        "report": str(storage.redact(paths.report)),
+        "results": str(redact(paths.results)),
+        "report": str(redact(paths.report)),
     }
 
 
@@ -196,7 +197,7 @@ def publish_artifacts(
             lines.append(f"| {r.get('id')} | {r.get('status')} | {r.get('qc_verdict') or '-'} | {why} |")
     if manifest_problems:
         lines += ["", "Manifest problems:", "", "```", manifest_problems, "```"]
-    create_markdown_artifact(markdown=str(storage.redact("\n".join(lines))), key=f"{key}-summary")
+    create_markdown_artifact(markdown=str(redact("\n".join(lines))), key=f"{key}-summary")
     if summary.report_uri:
         create_link_artifact(
             link=_browser_link(summary.report_uri),
@@ -208,6 +209,6 @@ def publish_artifacts(
 
 def _browser_link(uri: str) -> str:
     """A link a browser can follow: ``file://`` for local paths, the URI itself otherwise."""
-    if storage.is_local(uri):
-        return "file://" + storage.local_path(uri)
+    if uris.is_local(uri):
+        return "file://" + uris.local_path(uri)
     return uri

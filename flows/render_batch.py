@@ -63,10 +63,15 @@ from flows.stopping import BatchStopper
 from manifests.schema import ManifestRow
 from sadtalker import storage
 from sadtalker.paths import BatchPaths, batch_id_for
+from sadtalker.redaction import redact
 from sadtalker.timeouts import StageTimeouts, io_scope
-from tasks import coefficients_task, extract_face_task, load_manifest, qc_task, render_task
-from tasks.common import is_transient, models_module
+from tasks.coeffs import coefficients_task
+from tasks.face import extract_face_task
+from tasks.load import load_manifest
+from tasks.qc import qc_task
 from tasks.records import StageContext
+from tasks.render import render_task
+from tasks.retry import is_transient
 
 __all__ = [
     "RESULT_SCHEMA",
@@ -181,12 +186,12 @@ class BatchSummary:
 
 def _state_error(state: Any) -> tuple[str, bool]:
     """``Type: message`` of a failed task run (or the state's message when it did not raise), and whether
-    it failed with a transient fault (``tasks.common.is_transient``: storage or network, after retries)."""
+    it failed with a transient fault (``tasks.retry.is_transient``: storage or network, after retries)."""
     if state.is_failed() or state.is_crashed():
         exc = state.result(raise_on_failure=False)
         if isinstance(exc, BaseException):
-            return str(storage.redact(f"{type(exc).__name__}: {exc}")), is_transient(exc)
-    return str(storage.redact(state.message or state.name or "did not complete")), False
+            return str(redact(f"{type(exc).__name__}: {exc}")), is_transient(exc)
+    return str(redact(state.message or state.name or "did not complete")), False
 
 
 def _submit_row(runner: TaskRunner, row: ManifestRow, ctx: StageContext) -> dict[str, PrefectFuture[Any]]:
@@ -352,7 +357,7 @@ def _resume_from_journal(
     try:
         table = read_journal(paths, RESULT_SCHEMA)
     except Exception as exc:  # listing failed: run every row (their stored stages are still reused)
-        log.warning("results journal %s unreadable, every row runs: %s", storage.redact(paths.journal), exc)
+        log.warning("results journal %s unreadable, every row runs: %s", redact(paths.journal), exc)
         return set()
     if table is None:
         return set()
@@ -367,7 +372,7 @@ def _resume_from_journal(
     log.info(
         "results journal %s: %d row(s) that an earlier run of this batch finished are taken as they are "
         "(of %d journaled; failed or changed rows run again)",
-        storage.redact(paths.journal),
+        redact(paths.journal),
         len(taken),
         table.num_rows,
     )
@@ -411,7 +416,7 @@ def _record_rows(
 def _invalid_result(bad: Any) -> dict[str, Any]:
     """The result record of a row that failed validation (``manifests.validate``'s invalid row)."""
     result = empty_result(bad.row, bad.id)
-    result.update(status="failed", failed_stage="validate", error=storage.redact(bad.error))
+    result.update(status="failed", failed_stage="validate", error=redact(bad.error))
     return result
 
 
@@ -435,8 +440,8 @@ def _summary(
 ) -> BatchSummary:
     return BatchSummary(
         batch_id=batch,
-        batch_uri=str(storage.redact(paths.root)),
-        results_uri=str(storage.redact(paths.results)),
+        batch_uri=str(redact(paths.root)),
+        results_uri=str(redact(paths.results)),
         total=tally.total,
         succeeded=tally.succeeded,
         failed=tally.failed,
@@ -448,8 +453,8 @@ def _summary(
         qc_pass=tally.qc["pass"],
         qc_warn=tally.qc["warn"],
         qc_fail=tally.qc["fail"],
-        report_uri=None if report_uri is None else str(storage.redact(report_uri)),
-        index_uri=None if index_uri is None else str(storage.redact(index_uri)),
+        report_uri=None if report_uri is None else str(redact(report_uri)),
+        index_uri=None if index_uri is None else str(redact(index_uri)),
         weights_policy=policy,
         weights=tuple(sorted(tally.weights)),
         resumed=tally.resumed,
@@ -465,7 +470,7 @@ def _stopped_message(
         f"batch {summary.batch_id} STOPPED ({stopper.reason}) before every row ran: {summary.total} rows "
         f"ended, {summary.succeeded} succeeded, {summary.failed} failed{earlier}; {not_run} row(s) NOT RUN. "
         f"SAVED: the results of {journal.saved} row(s) of this run in the results journal "
-        f"{storage.redact(journal.uri)} (`sadtalker-batch results {summary.batch_uri}` shows them), and "
+        f"{redact(journal.uri)} (`sadtalker-batch results {summary.batch_uri}` shows them), and "
         "the videos and stage outputs of finished rows. NOT SAVED: results.parquet and the report (written "
         "when every row has run), "
         f"{describe_unsaved(journal)}. Rerun the same manifest (same batch id) to finish: rows the journal "
@@ -478,7 +483,7 @@ def _attempt(what: str, write: Callable[[], Any], errors: dict[str, str], log: A
     try:
         return write()
     except Exception as exc:
-        errors[what] = str(storage.redact(f"{type(exc).__name__}: {exc}"))
+        errors[what] = str(redact(f"{type(exc).__name__}: {exc}"))
         log.error("batch output %s not written: %s", what, errors[what])
         return None
 
@@ -501,7 +506,7 @@ def _not_saved_message(
     earlier = f" and {summary.resumed} of earlier runs" if summary.resumed else ""
     return text + (
         f". SAVED: the results of {journal.saved} row(s) of this run{earlier} in the results journal "
-        f"{storage.redact(journal.uri)} (`sadtalker-batch results {summary.batch_uri}` shows them); the "
+        f"{redact(journal.uri)} (`sadtalker-batch results {summary.batch_uri}` shows them); the "
         "videos and stage outputs of finished rows are in storage. NOT SAVED: results.parquet, "
         f"{describe_unsaved(journal)}. Rerun the same manifest (same batch id) once the storage works: rows "
         "the journal holds as succeeded are not run again, the others are, and results.parquet is written."
@@ -609,6 +614,7 @@ def render_batch(
             written; finished rows' results are in the results journal (``results.partial/``), which a
             rerun of the batch merges.
     """
+    from sadtalker.models import check_weights, resolve_policy  # when the flow runs: see tasks/__init__.py
     from sadtalker.qc import QC_PROTOCOL, parse_threshold_overrides, resolve_thresholds, thresholds_to_dict
 
     start = time.perf_counter()
@@ -627,8 +633,8 @@ def render_batch(
             )
         # Every set the batch needs is resolved and verified here, before any row work or output: under
         # `official` a missing file stops the batch now, not one row at a time on the workers.
-        policy = models_module().resolve_policy(weights)
-        weight_report = models_module().check_weights(
+        policy = resolve_policy(weights)
+        weight_report = check_weights(
             policy,
             sizes={row.size for row in checked.rows},
             preprocesses={row.preprocess for row in checked.rows},
@@ -653,7 +659,7 @@ def render_batch(
             allowed_prefixes=tuple(checked.allowed_prefixes),  # rechecked as each input is opened
         )
         key = artifact_key(manifest, _deployment_name())
-        log.info("batch %s: %d rows -> %s", batch, checked.num_rows, storage.redact(paths.root))
+        log.info("batch %s: %d rows -> %s", batch, checked.num_rows, redact(paths.root))
 
         if window is not None and window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
@@ -690,7 +696,7 @@ def render_batch(
                     batch,
                     len(checked.rows) - len(taken),
                     size,
-                    storage.redact(journal.uri),
+                    redact(journal.uri),
                 )
                 with stopper.signals():
                     rows = _run_window(
@@ -711,7 +717,7 @@ def render_batch(
                 summary=summary,
                 signum=stopper.signum,
                 not_run=not_run,
-                journal=str(storage.redact(journal.uri)),
+                journal=str(redact(journal.uri)),
                 journaled=journal.saved,
                 unsaved=journal.pending,
             )
@@ -747,7 +753,7 @@ def render_batch(
                 try:
                     remove_journal(paths)
                 except Exception as exc:  # harmless: a rerun would take the same rows from it
-                    log.warning("results journal %s not removed: %s", storage.redact(journal.uri), exc)
+                    log.warning("results journal %s not removed: %s", redact(journal.uri), exc)
         summary = _summary(paths, batch, tally, start, policy, report_uri, index_uri)
         publish_artifacts(
             key,
@@ -777,7 +783,7 @@ def render_batch(
                 message,
                 summary=summary,
                 errors=errors,
-                journal=str(storage.redact(journal.uri)),
+                journal=str(redact(journal.uri)),
                 journaled=journal.saved,
                 unsaved=journal.pending,
             )

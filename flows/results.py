@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flows.journal import FINGERPRINT, ResultsJournal, journal_schema, read_journal
-from sadtalker import storage
 from sadtalker.paths import BatchPaths
+from sadtalker.redaction import redact
 
 __all__ = [
     "QC_COLUMNS",
@@ -102,7 +102,7 @@ _VERDICT_RANK = {"fail": 1, "warn": 2}
 def empty_result(number: int, row_id: str | None, image: Any = None, audio: Any = None) -> dict[str, Any]:
     """A result record with every column empty but the row's number, id and inputs (redacted)."""
     result: dict[str, Any] = dict.fromkeys(RESULT_SCHEMA.names)
-    result.update(row=number, id=row_id, image=storage.redact(image), audio=storage.redact(audio))
+    result.update(row=number, id=row_id, image=redact(image), audio=redact(audio))
     return result
 
 

@@ -21,7 +21,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sadtalker import storage
+from sadtalker import storage, uris
+from sadtalker.redaction import redact
 
 __all__ = ["flow_run_url", "submit"]
 
@@ -99,22 +100,22 @@ def submit(argv: Sequence[str], prog: str = "sadtalker-batch") -> int:
         timeouts = StageTimeouts.parse_items(args.timeout) or None  # a bad name: exit 2, nothing sent
     except ValueError as exc:
         parser.error(str(exc))
-    manifest, output = storage.normalize(args.manifest), storage.normalize(args.output)
+    manifest, output = uris.normalize(args.manifest), uris.normalize(args.output)
     prefixes = allowed_prefixes_from_args(args)
     explicit = prefixes is not None
     if not explicit:  # validate with the prefixes the run will use: the deployment's
         try:
             prefixes = _deployment_prefixes(args.deployment)
         except Exception as exc:
-            print(f"error: cannot read {args.deployment}: {storage.redact(str(exc))}", file=sys.stderr)
+            print(f"error: cannot read {args.deployment}: {redact(str(exc))}", file=sys.stderr)
             return 2
     try:
         report = validate_manifest(manifest, check_files=not args.no_check_files, allowed_prefixes=prefixes)
     except Exception as exc:
-        print(f"error: cannot read the manifest: {storage.redact(str(exc))}", file=sys.stderr)
+        print(f"error: cannot read the manifest: {redact(str(exc))}", file=sys.stderr)
         return 2
-    print(f"{storage.redact(manifest)}: {report.num_rows} rows, {len(report.invalid)} invalid")
-    print(f"allowed input prefixes: {storage.redact(', '.join(report.allowed_prefixes))}")
+    print(f"{redact(manifest)}: {report.num_rows} rows, {len(report.invalid)} invalid")
+    print(f"allowed input prefixes: {redact(', '.join(report.allowed_prefixes))}")
     if report.problems:
         print(report.format_problems(limit=1000))
         if not args.allow_invalid:
@@ -139,11 +140,11 @@ def submit(argv: Sequence[str], prog: str = "sadtalker-batch") -> int:
     try:
         run = run_deployment(name=args.deployment, parameters=parameters, timeout=0)
     except Exception as exc:
-        print(f"error: cannot create a run of {args.deployment}: {storage.redact(str(exc))}", file=sys.stderr)
+        print(f"error: cannot create a run of {args.deployment}: {redact(str(exc))}", file=sys.stderr)
         return 2
     print(f"flow run {run.name} ({run.id}) of {args.deployment}")
     print(f"  watch:  {flow_run_url(run.id)}")
-    print(f"  report: {storage.redact(paths.report)} (when the run ends)")
+    print(f"  report: {redact(paths.report)} (when the run ends)")
     if not args.wait:
         return 0
     state = _follow(run.id, args.poll, args.wait_timeout)
@@ -179,7 +180,7 @@ def _print_outcome(paths: Any) -> int:
     try:
         record = storage.read_json(paths.batch_record)
     except (OSError, ValueError) as exc:
-        print(f"the run completed but its batch record cannot be read: {storage.redact(str(exc))}")
+        print(f"the run completed but its batch record cannot be read: {redact(str(exc))}")
         return 1
     counts = record.get("counts", {})
     print(
@@ -187,6 +188,6 @@ def _print_outcome(paths: Any) -> int:
         f"{counts.get('failed')} failed; QC {counts.get('qc_pass')} pass, {counts.get('qc_warn')} warn, "
         f"{counts.get('qc_fail')} fail; weights {record.get('weights')}"
     )
-    print(f"report: {storage.redact(record.get('report') or paths.report)}")
-    print(f"index:  {storage.redact(paths.index)}")
+    print(f"report: {redact(record.get('report') or paths.report)}")
+    print(f"index:  {redact(paths.index)}")
     return 0 if not counts.get("failed") else 1

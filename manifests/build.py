@@ -35,7 +35,8 @@ import pyarrow.parquet as pq
 
 from manifests.schema import URI_COLUMNS, ManifestRow, column_kind
 from manifests.validate import ANY_PATH, ValidationReport, validate_records
-from sadtalker import storage
+from sadtalker import storage, uris
+from sadtalker.redaction import redact
 
 __all__ = [
     "AUDIO_SUFFIXES",
@@ -98,9 +99,9 @@ def parse_cell(column: str, text: str) -> Any:
 
 def _rebase(value: str, source_dir: str, manifest_dir: str) -> str:
     """A file reference written relative to ``source_dir``, rewritten for a manifest in ``manifest_dir``."""
-    absolute = storage.resolve(value, source_dir)
-    if storage.is_local(absolute) and storage.is_local(manifest_dir):
-        return os.path.relpath(absolute, storage.local_path(manifest_dir))
+    absolute = uris.resolve(value, source_dir)
+    if uris.is_local(absolute) and uris.is_local(manifest_dir):
+        return os.path.relpath(absolute, uris.local_path(manifest_dir))
     return absolute
 
 
@@ -130,7 +131,7 @@ def records_from_json(uri: str) -> list[dict[str, Any]]:
     """Rows of a JSON file holding a list of objects."""
     data = json.loads(storage.read_bytes(uri).decode("utf-8"))
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise ValueError(f"{storage.redact(uri)}: expected a JSON list of objects")
+        raise ValueError(f"{redact(uri)}: expected a JSON list of objects")
     return [dict(r) for r in data]
 
 
@@ -152,8 +153,8 @@ def records_from_folder(uri: str) -> tuple[list[dict[str, Any]], list[str]]:
     records = [
         {
             "id": re.sub(r"[^A-Za-z0-9._-]+", "-", stem).lstrip(".") or "row",
-            "image": storage.join(uri, images[stem]),
-            "audio": storage.join(uri, audios[stem]),
+            "image": uris.join(uri, images[stem]),
+            "audio": uris.join(uri, audios[stem]),
         }
         for stem in sorted(images.keys() & audios.keys())
     ]
@@ -174,8 +175,8 @@ def write_manifest(
     """
     report = validate_records(
         records,
-        base=storage.parent(out),
-        manifest=storage.normalize(out),
+        base=uris.parent(out),
+        manifest=uris.normalize(out),
         check_files=check_files,
         allowed_prefixes=[ANY_PATH],
     )
@@ -213,15 +214,15 @@ def build_manifest(
         records, unpaired = records_from_folder(source)
     else:
         raise ValueError(f"unknown source format {fmt!r} (csv, json or folder)")
-    source_dir = source if fmt == "folder" else storage.parent(source)
-    records = _rebase_records(records, source_dir, storage.parent(out))
+    source_dir = source if fmt == "folder" else uris.parent(source)
+    records = _rebase_records(records, source_dir, uris.parent(out))
     for record in records:
         for column, value in (defaults or {}).items():
             if record.get(column) is None:
                 record[column] = value
     if not records:
         raise ValueError(
-            f"{storage.redact(source)}: no rows found" + (f" (unpaired: {unpaired})" if unpaired else "")
+            f"{redact(source)}: no rows found" + (f" (unpaired: {unpaired})" if unpaired else "")
         )
     report = write_manifest(records, out, check_files=check_files)
     if unpaired:
@@ -266,9 +267,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m manifests.bui
             check_files=not args.no_check_files,
         )
     except (ManifestBuildError, ValueError, OSError) as exc:
-        print(f"error: {storage.redact(str(exc))}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 1
-    print(f"wrote {storage.redact(args.output)}: {report.num_rows} rows")
+    print(f"wrote {redact(args.output)}: {report.num_rows} rows")
     return 0
 
 

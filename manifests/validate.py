@@ -32,9 +32,10 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from manifests.schema import REQUIRED_COLUMNS, URI_COLUMNS, ManifestRow
-from sadtalker import storage
+from sadtalker import storage, uris
 from sadtalker.errors import InputError
 from sadtalker.inputs import ANY_PATH, OUTSIDE, canonical, is_allowed
+from sadtalker.redaction import redact
 
 __all__ = [
     "ANY_PATH",
@@ -124,18 +125,18 @@ def _describe(error: Mapping[str, Any]) -> str:
     if error["type"] not in ("missing", "extra_forbidden") and "input" in error:
         shown = repr(error["input"])
         message += f" (got {shown[:60] + '...' if len(shown) > 60 else shown})"
-    return str(storage.redact(message))
+    return str(redact(message))
 
 
 def _read_table(uri: str) -> tuple[pa.Table, str]:
     try:
         data = storage.read_bytes(uri)
     except FileNotFoundError as exc:
-        raise ManifestError(storage.redact(uri), "manifest not found") from exc
+        raise ManifestError(redact(uri), "manifest not found") from exc
     try:
         table = pq.read_table(io.BytesIO(data))
     except (pa.ArrowInvalid, OSError) as exc:
-        raise ManifestError(storage.redact(uri), f"not a readable Parquet file: {exc}") from exc
+        raise ManifestError(redact(uri), f"not a readable Parquet file: {exc}") from exc
     return table, hashlib.sha256(data).hexdigest()
 
 
@@ -153,8 +154,8 @@ def validate_manifest(
     return validate_records(
         table.to_pylist(),
         columns=table.column_names,
-        base=storage.parent(uri),
-        manifest=storage.normalize(uri),
+        base=uris.parent(uri),
+        manifest=uris.normalize(uri),
         manifest_sha256=digest,
         check_files=check_files,
         allowed_prefixes=allowed_prefixes,
@@ -212,25 +213,25 @@ def validate_records(
 
     # File references: resolved against the manifest's folder, checked for every row (also rows with
     # other problems, so that one pass shows everything).
-    uris = {
-        (i, column): storage.resolve(value, base)
+    files = {
+        (i, column): uris.resolve(value, base)
         for i, record in enumerate(records)
         for column in URI_COLUMNS
         if isinstance(value := record.get(column), str) and value
     }
     outside = {
         (i, column): text
-        for (i, column), uri in uris.items()
+        for (i, column), uri in files.items()
         if (text := _outside(str(records[i][column]), uri, allowed)) is not None
     }
     for (i, column), text in sorted(outside.items(), key=lambda kv: (kv[0][0], URI_COLUMNS.index(kv[0][1]))):
         per_row[i].append(Problem(i, raw_ids[i], column, text))
     if check_files:
-        inside = {k: uri for k, uri in uris.items() if k not in outside}  # never probe a file outside
+        inside = {k: uri for k, uri in files.items() if k not in outside}  # never probe a file outside
         for problem in _check_files(inside, raw_ids):
             per_row[problem.row].append(problem)  # type: ignore[index]
     resolved = {
-        i: row.model_copy(update={c: uris[(i, c)] for c in URI_COLUMNS if (i, c) in uris})
+        i: row.model_copy(update={c: files[(i, c)] for c in URI_COLUMNS if (i, c) in files})
         for i, row in parsed.items()
     }
 
@@ -287,7 +288,7 @@ def _outside(value: str, uri: str, allowed: Sequence[str]) -> str | None:
         return None
     shown = real if real == value else f"{value} (resolves to {real})"
     return str(
-        storage.redact(
+        redact(
             f"{OUTSIDE} ({', '.join(allowed) or 'none'}): {shown}; allow its location with --allow-prefix "
             "(flow parameter allowed_prefixes)"
         )
@@ -364,7 +365,7 @@ def _duplicate_ids(raw_ids: Mapping[int, str | None]) -> list[Problem]:
     return problems
 
 
-def _check_files(uris: Mapping[tuple[int, str], str], ids: Mapping[int, str | None]) -> list[Problem]:
+def _check_files(files: Mapping[tuple[int, str], str], ids: Mapping[int, str | None]) -> list[Problem]:
     """A problem for every referenced file that does not exist. Each distinct file is checked once (rows
     often share a photo), 16 at a time, in chunks of up to 256 per thread (one future per file would cost
     more than a local check: 100 000 rows' files are checked in about a second)."""
@@ -373,12 +374,12 @@ def _check_files(uris: Mapping[tuple[int, str], str], ids: Mapping[int, str | No
         found: dict[str, str | None] = {}
         for uri in chunk:
             try:
-                found[uri] = None if storage.exists(uri) else f"file not found: {storage.redact(uri)}"
+                found[uri] = None if storage.exists(uri) else f"file not found: {redact(uri)}"
             except PermissionError as exc:
-                found[uri] = f"cannot read {storage.redact(uri)}: {storage.redact(str(exc))}"
+                found[uri] = f"cannot read {redact(uri)}: {redact(str(exc))}"
         return found
 
-    distinct = sorted(set(uris.values()))
+    distinct = sorted(set(files.values()))
     size = max(1, min(256, -(-len(distinct) // 16)))
     verdicts: dict[str, str | None] = {}
     with ThreadPoolExecutor(max_workers=16) as pool:
@@ -386,7 +387,7 @@ def _check_files(uris: Mapping[tuple[int, str], str], ids: Mapping[int, str | No
             verdicts.update(found)
     problems = [
         Problem(i, ids[i], column, text)
-        for (i, column), uri in uris.items()
+        for (i, column), uri in files.items()
         if (text := verdicts[uri]) is not None
     ]
     return sorted(problems, key=lambda p: (p.row, URI_COLUMNS.index(p.column or "image")))

@@ -81,15 +81,15 @@ def qc_record_path(video: str | Path) -> Path:
 
 def _write_json_atomic(path: Path, data: dict) -> None:
     import json
-    import os
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    from sadtalker.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def _render(args: argparse.Namespace) -> int:
-    from sadtalker import storage
+    from sadtalker import storage, uris
     from sadtalker.errors import SadTalkerError
     from sadtalker.models import Models, check_weights
     from sadtalker.pipeline import render_pair
@@ -110,7 +110,7 @@ def _render(args: argparse.Namespace) -> int:
         with storage.scratch_dir("sadtalker-refs-") as scratch:
             # reference videos / coefficients may be any fsspec URI: remote ones are downloaded first
             local_refs = {
-                name: str(storage.localize(uri, scratch)) if uri and not storage.is_local(uri) else uri
+                name: str(storage.localize(uri, scratch)) if uri and not uris.is_local(uri) else uri
                 for name, uri in (("ref_eyeblink", options.ref_eyeblink), ("ref_pose", options.ref_pose))
             }
             result = render_pair(

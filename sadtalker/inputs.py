@@ -29,8 +29,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from sadtalker import storage
+from sadtalker import storage, uris
 from sadtalker.errors import InputError, OutsidePrefixesError
+from sadtalker.redaction import redact
 
 __all__ = [
     "ANY_PATH",
@@ -60,10 +61,10 @@ _OPEN_FLAGS = (
 
 
 def canonical(uri: str) -> str:
-    """``uri`` normalised (:func:`sadtalker.storage.normalize`: ``..`` folded, no trailing slash); local
+    """``uri`` normalised (:func:`sadtalker.uris.normalize`: ``..`` folded, no trailing slash); local
     paths also with every symlink resolved, so that what is compared is the file that would be opened."""
-    norm = storage.normalize(uri)
-    return os.path.realpath(norm) if storage.is_local(norm) else norm
+    norm = uris.normalize(uri)
+    return os.path.realpath(norm) if uris.is_local(norm) else norm
 
 
 def within(uri: str, prefix: str) -> bool:
@@ -108,7 +109,7 @@ def opened_path(fd: int, path: str) -> str | None:
 
 def _refuse(uri: str, where: str | None, allowed: Sequence[str]) -> OutsidePrefixesError:
     found = f"it resolves to {where}" if where else "where the opened file lies cannot be told"
-    return OutsidePrefixesError(storage.redact(uri), f"{_CHANGED}: {found}; allowed: {', '.join(allowed)}")
+    return OutsidePrefixesError(redact(uri), f"{_CHANGED}: {found}; allowed: {', '.join(allowed)}")
 
 
 def localize_input(
@@ -130,11 +131,11 @@ def localize_input(
     if not checks_prefixes(allowed_prefixes):
         return storage.localize(uri, dest_dir)
     allowed = tuple(dict.fromkeys(canonical(p) for p in allowed_prefixes or ()))
-    if not storage.is_local(uri):
+    if not uris.is_local(uri):
         if not is_allowed(canonical(uri), allowed):
             raise _refuse(uri, canonical(uri), allowed)
         return storage.download(uri, dest_dir)
-    path = storage.local_path(uri)
+    path = uris.local_path(uri)
     real = os.path.realpath(path)
     if not is_allowed(real, allowed):  # outside already: not even opened
         raise _refuse(uri, real, allowed)
@@ -144,7 +145,7 @@ def localize_input(
         if opened is None or not is_allowed(opened, allowed):
             raise _refuse(uri, opened, allowed)
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise InputError(storage.redact(uri), "not a regular file")
+            raise InputError(redact(uri), "not a regular file")
         folder = Path(tempfile.mkdtemp(prefix="input-", dir=dest_dir))
         target = folder / (os.path.basename(path) or "file")
         with open(target, "xb") as out:
@@ -170,8 +171,8 @@ class InputFiles:
     def localize(self, uri: str) -> Path:
         """A local file with the content of the row's input ``uri`` (checked; see :func:`localize_input`)."""
         local = localize_input(uri, self.dest_dir, self.allowed_prefixes)
-        if not storage.is_local(uri) or str(local) != storage.local_path(uri):
-            self._names[str(local)] = storage.normalize(uri)
+        if not uris.is_local(uri) or str(local) != uris.local_path(uri):
+            self._names[str(local)] = uris.normalize(uri)
         return local
 
     def renamed(self, exc: InputError) -> InputError:

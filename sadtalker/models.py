@@ -35,8 +35,8 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from sadtalker.errors import WeightsError
+from sadtalker.hashing import sha256_file
 from sadtalker.networks import file_layout, load_file
-from sadtalker.weights.download import sha256_file
 from sadtalker.weights.registry import WeightFile, cache_dir, mapping_file, sadtalker_file
 from sadtalker.weights.synthetic import SYNTHETIC_WARNING, ensure_synthetic_checkpoints
 

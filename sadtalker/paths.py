@@ -24,7 +24,8 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from sadtalker import storage
+from sadtalker import uris
+from sadtalker.redaction import redact
 
 __all__ = [
     "SAFE_ID",
@@ -70,9 +71,9 @@ def check_key(value: str) -> str:
 
 def ensure_within(prefix: str, uri: str) -> str:
     """``uri`` (normalized) if it lies strictly under ``prefix``; else raises :class:`PathEscapeError`."""
-    root, target = storage.normalize(prefix).rstrip("/"), storage.normalize(uri)
+    root, target = uris.normalize(prefix).rstrip("/"), uris.normalize(uri)
     if not target.startswith(root + "/"):
-        raise PathEscapeError(f"{storage.redact(target)} is outside {storage.redact(root)}")
+        raise PathEscapeError(f"{redact(target)} is outside {redact(root)}")
     return target
 
 
@@ -107,44 +108,42 @@ class BatchPaths:
         check_id(batch_id, "batch id")
         if batch_id in RESERVED_BATCH_IDS:
             raise PathEscapeError(f"batch id {batch_id!r} is reserved (it names the default cache folder)")
-        out = storage.normalize(output)
-        return cls(
-            output=out, batch_id=batch_id, cache=storage.normalize(cache or storage.join(out, "cache"))
-        )
+        out = uris.normalize(output)
+        return cls(output=out, batch_id=batch_id, cache=uris.normalize(cache or uris.join(out, "cache")))
 
     @property
     def root(self) -> str:
         """``<output>/<batch_id>``."""
-        return ensure_within(self.output, storage.join(self.output, self.batch_id))
+        return ensure_within(self.output, uris.join(self.output, self.batch_id))
 
     @property
     def results(self) -> str:
-        return storage.join(self.root, "results.parquet")
+        return uris.join(self.root, "results.parquet")
 
     @property
     def qc(self) -> str:
-        return storage.join(self.root, "qc.parquet")
+        return uris.join(self.root, "qc.parquet")
 
     @property
     def report(self) -> str:
-        return storage.join(self.root, "report.html")
+        return uris.join(self.root, "report.html")
 
     @property
     def batch_record(self) -> str:
         """``batch.json``: what the batch was (id, time, manifest, weights, versions, thresholds, counts);
         the index page of an output prefix lists these."""
-        return storage.join(self.root, "batch.json")
+        return uris.join(self.root, "batch.json")
 
     @property
     def index(self) -> str:
         """``<output>/index.html``: every batch under the output prefix, newest first."""
-        return storage.join(self.output, "index.html")
+        return uris.join(self.output, "index.html")
 
     @property
     def journal(self) -> str:
         """``results.partial/``: the results journal, part files of finished rows' result records written
         while the batch runs (``flows.journal``); merged into ``results.parquet`` at the end, then removed."""
-        return storage.join(self.root, "results.partial")
+        return uris.join(self.root, "results.partial")
 
     def journal_part(self, run: str, seq: int) -> str:
         """``results.partial/part-<run>-<seq>.parquet``: part ``seq`` of run ``run`` (a token that sorts by
@@ -152,34 +151,34 @@ class BatchPaths:
         if not _RUN_TOKEN.match(run) or not 0 <= seq < 10**9:
             raise PathEscapeError(f"journal part {run!r} #{seq} is not a valid run token and sequence number")
         return ensure_within(
-            self.root, storage.join(self.journal, f"{JOURNAL_PART_PREFIX}{run}-{seq:09d}.parquet")
+            self.root, uris.join(self.journal, f"{JOURNAL_PART_PREFIX}{run}-{seq:09d}.parquet")
         )
 
     def item(self, row_id: str) -> ItemPaths:
         """The output paths of row ``row_id`` (checked to stay inside the batch folder)."""
-        root = ensure_within(self.root, storage.join(self.root, "items", check_id(row_id)))
+        root = ensure_within(self.root, uris.join(self.root, "items", check_id(row_id)))
         return ItemPaths(
             root=root,
-            video=storage.join(root, "video.mp4"),
-            coeffs=storage.join(root, "coeffs.npz"),
-            face=storage.join(root, "face.npz"),
-            qc=storage.join(root, "qc.json"),
-            render_record=storage.join(root, "render.json"),
-            qc_source=storage.join(root, "qc_source.jpg"),
-            qc_strip=storage.join(root, "qc_strip.jpg"),
+            video=uris.join(root, "video.mp4"),
+            coeffs=uris.join(root, "coeffs.npz"),
+            face=uris.join(root, "face.npz"),
+            qc=uris.join(root, "qc.json"),
+            render_record=uris.join(root, "render.json"),
+            qc_source=uris.join(root, "qc_source.jpg"),
+            qc_strip=uris.join(root, "qc_strip.jpg"),
         )
 
     def face_cache(self, key: str) -> str:
         """Content-addressed face (crop + 3DMM) artefact."""
-        return ensure_within(self.cache, storage.join(self.cache, "face", f"{check_key(key)}.npz"))
+        return ensure_within(self.cache, uris.join(self.cache, "face", f"{check_key(key)}.npz"))
 
     def coeffs_cache(self, key: str) -> str:
         """Content-addressed coefficients artefact."""
-        return ensure_within(self.cache, storage.join(self.cache, "coeffs", f"{check_key(key)}.npz"))
+        return ensure_within(self.cache, uris.join(self.cache, "coeffs", f"{check_key(key)}.npz"))
 
     def reference_cache(self, key: str) -> str:
         """Content-addressed per-frame 3DMM of a reference video (``tasks.keys.reference_key``)."""
-        return ensure_within(self.cache, storage.join(self.cache, "refs", f"{check_key(key)}.npz"))
+        return ensure_within(self.cache, uris.join(self.cache, "refs", f"{check_key(key)}.npz"))
 
 
 def journal_run_token() -> str:
@@ -195,6 +194,6 @@ def batch_id_for(manifest_uri: str, manifest_sha256: str) -> str:
     The same manifest gives the same id, so rerunning an interrupted batch resumes it; an edited manifest
     starts a new batch (its unchanged photos and audio still come from the shared cache).
     """
-    stem = storage.normalize(manifest_uri).rstrip("/").rsplit("/", 1)[-1].split(".", 1)[0]
+    stem = uris.normalize(manifest_uri).rstrip("/").rsplit("/", 1)[-1].split(".", 1)[0]
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-")[:64] or "batch"
     return f"{stem}-{manifest_sha256[:12]}"

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sadtalker.atomic import atomic_path
 from sadtalker.options import RenderOptions
 from sadtalker.qc.thresholds import QC_PROTOCOL  # noqa: F401  (re-exported: the QC stage compares records by it)
 from sadtalker.timeouts import StageTimeouts, paused, within_deadline
@@ -49,15 +50,9 @@ def _models(models):
 
 
 def _save_npz(path: str | Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    """Write ``arrays`` + JSON ``meta`` to ``path`` atomically (temp file, then rename)."""
-    import os
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as handle:
+    """Write ``arrays`` + JSON ``meta`` to ``path`` atomically (``sadtalker.atomic``)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
-    os.replace(tmp, path)
 
 
 def _load_npz(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from prefect import task
@@ -12,19 +13,15 @@ from prefect import task
 from manifests.schema import ManifestRow
 from sadtalker import storage
 from sadtalker.coeffs.reference import is_reference_video
+from sadtalker.hashing import sha256_file
 from sadtalker.inputs import InputFiles
-from tasks.common import (
-    STAGE_TASK_OPTIONS,
-    cached_artefact,
-    logger,
-    pipeline,
-    redact_errors,
-    resolve_device,
-    shared_models,
-    timed_stage,
-)
+from tasks.cache import cached_artefact
+from tasks.deadlines import timed_stage
+from tasks.devices import resolve_device
 from tasks.keys import coeffs_key, reference_key, weights_fingerprint
+from tasks.logs import logger, redact_errors
 from tasks.records import CoeffRecord, FaceRecord, StageContext
+from tasks.retry import STAGE_TASK_OPTIONS
 
 __all__ = ["CachedReference", "coefficients_task", "reference_coefficients_cached"]
 
@@ -44,17 +41,17 @@ class CachedReference:
 
 
 def reference_coefficients_cached(
-    video: Path, options: Any, ctx: StageContext, tmp: Path, pl: Any = None, models: Any = None
+    video: Path, options: Any, ctx: StageContext, tmp: Path, pl: ModuleType, models: Any
 ) -> CachedReference:
     """The per-frame 3DMM of the reference video ``video`` (a local file), from
     ``<cache>/refs/<reference_key>.npz`` when it is there (unless ``ctx.force``), else computed
     (``pipeline.reference_video_coefficients``) and stored there: a reference shared by many rows, in
-    either role and across batches, is processed once (rows of one process wait for one computation)."""
+    either role and across batches, is processed once (rows of one process wait for one computation).
+    ``pl`` and ``models``: the caller's ``sadtalker.pipeline`` module and ``Models``."""
     from sadtalker.coeffs.reference import ReferenceCoefficients
 
     start = time.perf_counter()
-    pl, models = pl or pipeline(), models or shared_models(ctx.weights)
-    sha = storage.sha256_file(video)
+    sha = sha256_file(video)
     key = reference_key(sha, options, weights_fingerprint(models, options), models.landmarker_identity())
     cache_uri = ctx.paths.reference_cache(key)
     result, reused = cached_artefact(
@@ -94,12 +91,15 @@ def coefficients_task(row: ManifestRow, face: FaceRecord, ctx: StageContext) -> 
     ``ref_pose``) are downloaded and hashed into the key; a reference video (by content) is reconstructed
     once into ``<cache>/refs/`` (:func:`reference_coefficients_cached`) and its key enters the key. Every
     input file is checked against ``ctx.allowed_prefixes`` as it is opened (``OutsidePrefixesError``)."""
+    from sadtalker import pipeline as pl  # when the task runs: see tasks/__init__.py
+    from sadtalker.models import Models
+
     start = time.perf_counter()
-    pl, models = pipeline(), shared_models(ctx.weights)
+    models = Models.shared(ctx.weights)
     item = ctx.paths.item(row.id)
     with storage.scratch_dir() as tmp, InputFiles(tmp, ctx.allowed_prefixes) as inputs:
         audio = inputs.localize(row.audio)  # checked against the prefixes as it is opened
-        audio_sha = storage.sha256_file(audio)
+        audio_sha = sha256_file(audio)
         refs = {name: getattr(row, name) for name in ("ref_eyeblink", "ref_pose")}
         local_refs = {name: inputs.localize(uri) if uri else None for name, uri in refs.items()}
         base = row.to_options(
@@ -115,7 +115,7 @@ def coefficients_task(row: ManifestRow, face: FaceRecord, ctx: StageContext) -> 
                 ref = reference_coefficients_cached(local, base, ctx, tmp, pl, models)
                 ref_files[name], refs_sha[name] = str(ref.local), f"video:{ref.key}"
             else:
-                ref_files[name], refs_sha[name] = str(local), storage.sha256_file(local)
+                ref_files[name], refs_sha[name] = str(local), sha256_file(local)
         options = dataclasses.replace(base, **ref_files)
         key = coeffs_key(face.key, audio_sha, options, refs_sha, weights_fingerprint(models, options))
         cache_uri = ctx.paths.coeffs_cache(key)

@@ -8,19 +8,15 @@ from prefect import task
 
 from manifests.schema import ManifestRow
 from sadtalker import storage
+from sadtalker.hashing import sha256_file
 from sadtalker.inputs import InputFiles
-from tasks.common import (
-    STAGE_TASK_OPTIONS,
-    cached_artefact,
-    logger,
-    pipeline,
-    redact_errors,
-    resolve_device,
-    shared_models,
-    timed_stage,
-)
+from tasks.cache import cached_artefact
+from tasks.deadlines import timed_stage
+from tasks.devices import resolve_device
 from tasks.keys import face_key, weights_fingerprint
+from tasks.logs import logger, redact_errors
 from tasks.records import FaceRecord, StageContext
+from tasks.retry import STAGE_TASK_OPTIONS
 
 __all__ = ["extract_face_task"]
 
@@ -38,15 +34,18 @@ def extract_face_task(row: ManifestRow, ctx: StageContext) -> FaceRecord:
     ``ctx.allowed_prefixes`` when opened: ``OutsidePrefixesError``): never retried.
     The key names the worker's landmark backend and its weights: a worker that fell back to dlib never
     reuses, or overwrites, a face that face-alignment found (nor the reverse)."""
+    from sadtalker import pipeline as pl  # when the task runs: see tasks/__init__.py
+    from sadtalker.models import Models
+
     start = time.perf_counter()
-    pl, models = pipeline(), shared_models(ctx.weights)
+    models = Models.shared(ctx.weights)
     options = row.to_options(
         device=resolve_device(ctx.device), dtype=ctx.dtype, ref_eyeblink=None, ref_pose=None
     )
     item = ctx.paths.item(row.id)
     with storage.scratch_dir() as tmp, InputFiles(tmp, ctx.allowed_prefixes) as inputs:
         image = inputs.localize(row.image)  # checked against the prefixes as it is opened
-        image_sha = storage.sha256_file(image)
+        image_sha = sha256_file(image)
         landmarks = models.landmarker_identity()
         key = face_key(image_sha, options, weights_fingerprint(models, options), landmarks)
         cache_uri = ctx.paths.face_cache(key)

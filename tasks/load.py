@@ -5,8 +5,9 @@ from __future__ import annotations
 from prefect import task
 
 from manifests.validate import ValidationReport, validate_manifest
-from sadtalker import storage
-from tasks.common import STAGE_TASK_OPTIONS, logger, redact_errors
+from sadtalker.redaction import redact
+from tasks.logs import logger, redact_errors
+from tasks.retry import STAGE_TASK_OPTIONS
 
 __all__ = ["load_manifest"]
 
@@ -26,11 +27,11 @@ def load_manifest(
     log = logger()
     log.info(
         "manifest %s: %d rows, %d valid, %d invalid; allowed input prefixes: %s",
-        storage.redact(manifest),
+        redact(manifest),
         report.num_rows,
         len(report.rows),
         len(report.invalid),
-        storage.redact(", ".join(report.allowed_prefixes)),
+        redact(", ".join(report.allowed_prefixes)),
     )
     if report.problems:
         log.warning("manifest problems:\n%s", report.format_problems(limit=200))

@@ -19,16 +19,12 @@ from prefect import task
 from manifests.schema import ManifestRow
 from sadtalker import storage
 from sadtalker.inputs import InputFiles
-from tasks.common import (
-    STAGE_TASK_OPTIONS,
-    logger,
-    pipeline,
-    redact_errors,
-    resolve_device,
-    shared_models,
-    timed_stage,
-)
+from sadtalker.redaction import redact
+from tasks.deadlines import timed_stage
+from tasks.devices import resolve_device
+from tasks.logs import logger, redact_errors
 from tasks.records import CoeffRecord, FaceRecord, QCRecord, RenderRecord, StageContext
+from tasks.retry import STAGE_TASK_OPTIONS
 
 __all__ = ["flat_metrics", "qc_task", "thresholds_digest"]
 
@@ -88,14 +84,16 @@ def qc_task(
     A stored record for the same render key, QC protocol and thresholds is reused (``force`` redoes it).
     A missing or empty video fails the stage; a bad video gives verdict ``fail`` (the row fails at ``qc``
     in the flow) and is kept as it is."""
+    from sadtalker import pipeline as pl  # when the task runs: see tasks/__init__.py
+    from sadtalker.models import Models
+
     start = time.perf_counter()
-    pl = pipeline()
     item = ctx.paths.item(row.id)
     fs, path = storage.filesystem(render.video_uri)
     fs.invalidate_cache(path)
     video_bytes = int(fs.size(path) or 0)
     if video_bytes == 0:
-        raise RuntimeError(f"video {storage.redact(render.video_uri)} is empty")
+        raise RuntimeError(f"video {redact(render.video_uri)} is empty")
     digest = thresholds_digest(ctx.qc_thresholds)
     record = None if ctx.force else _reusable(item.qc, render.key, pl.QC_PROTOCOL, digest)
     reused = record is not None
@@ -111,7 +109,7 @@ def qc_task(
                 inputs.localize(row.image),  # both checked against the prefixes as they are opened
                 inputs.localize(row.audio),
                 options,
-                models=shared_models(ctx.weights),
+                models=Models.shared(ctx.weights),
                 synthetic_weights=render.synthetic_weights,
                 thresholds=ctx.qc_thresholds,
                 upstream=render.frame_stats,

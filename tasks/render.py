@@ -10,18 +10,12 @@ from prefect import task
 from manifests.schema import ManifestRow
 from sadtalker import storage
 from sadtalker.inputs import InputFiles
-from tasks.common import (
-    STAGE_TASK_OPTIONS,
-    logger,
-    pipeline,
-    redact_errors,
-    render_slot,
-    resolve_device,
-    shared_models,
-    timed_stage,
-)
+from tasks.deadlines import timed_stage
+from tasks.devices import render_slot, resolve_device
 from tasks.keys import enhancer_fingerprint, render_key, weights_fingerprint
+from tasks.logs import logger, redact_errors
 from tasks.records import CoeffRecord, FaceRecord, RenderRecord, StageContext
+from tasks.retry import STAGE_TASK_OPTIONS
 
 __all__ = ["render_task"]
 
@@ -48,8 +42,11 @@ def render_task(row: ManifestRow, face: FaceRecord, coeffs: CoeffRecord, ctx: St
     (or ``force``). The video is uploaded atomically, then the record: a failed or killed attempt leaves
     the previous good video (and its record) as they were. On CUDA the render holds one slot of the
     worker's GPU concurrency limit; downloads and uploads happen outside it."""
+    from sadtalker import pipeline as pl  # when the task runs: see tasks/__init__.py
+    from sadtalker.models import Models
+
     start = time.perf_counter()
-    pl, models = pipeline(), shared_models(ctx.weights)
+    models = Models.shared(ctx.weights)
     device = resolve_device(ctx.device)
     options = row.to_options(device=device, dtype=ctx.dtype, ref_eyeblink=None, ref_pose=None)
     key = render_key(

@@ -7,7 +7,7 @@ records) and costs nothing: no torch, no model. It is switched on only by tests,
 
 - in process: the ``fake_pipeline`` fixtures (tests/test_flow.py, tests/test_s3.py) call :func:`install`
   through pytest's ``monkeypatch``, which puts this module in ``sys.modules`` as ``sadtalker.pipeline`` and
-  ``sadtalker.models`` for one test (``tasks.common`` looks both up there at call time);
+  ``sadtalker.models`` for one test (the stage tasks import both when they run, so they find it there);
 - in subprocesses (the Prefect worker and its flow-run processes, a run killed midway): the folder
   ``tests/fake_site`` is put on ``PYTHONPATH``; its ``sitecustomize.py`` (Python's own start-up hook)
   calls :func:`install`. Production never has that folder on its path; there is no switch in the
@@ -392,12 +392,12 @@ def install(monkeypatch: Any = None) -> None:
 
 def _slow_writes(name: str) -> None:
     """See the module docstring (``$PIPELINE_FAKES_SLOW_WRITE``)."""
-    from sadtalker import storage
+    from sadtalker import storage, uris
 
     write_bytes = storage.write_bytes
 
     def slow(uri: str, data: bytes) -> str:
-        if not uri.endswith("/" + name) or not storage.is_local(uri):
+        if not uri.endswith("/" + name) or not uris.is_local(uri):
             return write_bytes(uri, data)
 
         def write_local(tmp: str) -> None:
@@ -415,7 +415,11 @@ def _slow_writes(name: str) -> None:
 def use_in_test(monkeypatch: Any) -> Iterator[ModuleType]:
     """Body of the tests' ``fake_pipeline`` fixtures: install the fakes for one test, with fresh counters and
     no retry delays (the stage tasks' backoff would only slow the tests down)."""
-    from tasks import coefficients_task, extract_face_task, load_manifest, qc_task, render_task
+    from tasks.coeffs import coefficients_task
+    from tasks.face import extract_face_task
+    from tasks.load import load_manifest
+    from tasks.qc import qc_task
+    from tasks.render import render_task
 
     install(monkeypatch)
     reset()

@@ -302,7 +302,7 @@ def test_enhancer_weights_follow_the_render(tmp_path, monkeypatch, small_file):
     (official / "GFPGANv1.4.pth").write_bytes(small_file.read_bytes())
     with pytest.raises(WeightsError, match="does not match the official e2cd4703"):
         ew.resolve_enhancer_weights("gfpgan", official, synthetic=False)
-    from sadtalker.weights.download import sha256_file
+    from sadtalker.hashing import sha256_file
 
     sha = sha256_file(small_file)
     entry = dataclasses.replace(registry.REGISTRY["GFPGANv1.4.pth"], sha256=sha)

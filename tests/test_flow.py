@@ -30,10 +30,14 @@ from manifests.schema import ManifestRow
 from sadtalker import storage
 from sadtalker.errors import NoFaceError
 from sadtalker.paths import BatchPaths
-from tasks import coefficients_task, extract_face_task, qc_task, render_task
-from tasks.common import is_transient, render_slot, retry_if_transient
+from tasks.coeffs import coefficients_task
+from tasks.devices import render_slot
+from tasks.face import extract_face_task
 from tasks.keys import coeffs_key, face_key, render_key
+from tasks.qc import qc_task
 from tasks.records import StageContext
+from tasks.render import render_task
+from tasks.retry import is_transient, retry_if_transient
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "Zk9-secret-VALUE-4471-do-not-leak"
@@ -343,7 +347,7 @@ def test_cuda_renders_hold_the_gpu_concurrency_slot(tmp_path: Path, fake_pipelin
     """device=cuda (the fake renders anywhere): the render creates and holds ``gpu:<host>:<index>``."""
     from prefect.client.orchestration import get_client
 
-    from tasks.common import gpu_limit_name
+    from tasks.devices import gpu_limit_name
 
     manifest = make_manifest(tmp_path / "in", {"a": (b"pa", b"sa")})
     summary = render_batch(manifest=manifest, output=str(tmp_path / "out"), device="cuda")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.settings import ensure_prefect_home, use_prefect_home
+from tasks.settings import ensure_prefect_home, use_prefect_home
 
 REPO = Path(__file__).resolve().parents[1]
 

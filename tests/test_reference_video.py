@@ -183,6 +183,7 @@ def test_reference_is_processed_once_for_rows_and_batches(tmp_path: Path, clips,
     import sadtalker.pipeline as pl
     import tasks.coeffs as coeffs_tasks
     from manifests.schema import ManifestRow
+    from sadtalker.models import Models
     from sadtalker.paths import BatchPaths
     from tasks.records import FaceRecord, StageContext
 
@@ -194,7 +195,7 @@ def test_reference_is_processed_once_for_rows_and_batches(tmp_path: Path, clips,
         return real(path, options, models)
 
     monkeypatch.setattr(pl, "reference_video_coefficients", counting)
-    monkeypatch.setattr(coeffs_tasks, "shared_models", lambda policy=None: models)
+    monkeypatch.setattr(Models, "shared", lambda policy=None: models)
     face = pl.extract_face(PORTRAIT, RenderOptions(), models)
     face_file = tmp_path / "face.npz"
     face.save(face_file)

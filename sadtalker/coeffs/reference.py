@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from sadtalker.atomic import atomic_path
 from sadtalker.errors import InputError, NoFaceError, ReferenceVideoError
 
 log = logging.getLogger(__name__)
@@ -110,17 +109,13 @@ class ReferenceCoefficients:
 
     def save(self, path: str | Path) -> None:
         """An ``.npz`` with ``coeff_3dmm`` (so it is also a valid coefficient reference) and ``meta``."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         meta = {"filled": list(self.filled), "backend": self.backend, "size": self.size}
-        with open(tmp, "wb") as handle:
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez(
                 handle,
                 meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
                 coeff_3dmm=np.asarray(self.coeff_3dmm, np.float32),
             )
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | Path) -> ReferenceCoefficients:

@@ -38,7 +38,6 @@ of these modules are the state dict keys. Loading is strict, through ``torch.loa
 from __future__ import annotations
 
 import math
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sadtalker.atomic import atomic_path
 from sadtalker.errors import WeightsError
 
 __all__ = [
@@ -403,12 +403,10 @@ def synthetic_gfpgan_state(cfg: GFPGANConfig = V14, seed: int = 0) -> dict[str, 
 def write_synthetic_gfpgan(path: str | Path, seed: int = 0, cfg: GFPGANConfig = V14) -> Path:
     """Write a checkpoint in the official layout, ``{"params_ema": state_dict}`` via ``torch.save``, with
     deterministic pseudo-random values. For tests and offline runs: the images it makes are not faces.
-    Written to a name of its own, then renamed into place."""
+    Written atomically (``sadtalker.atomic``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
-    torch.save({GFPGAN_PREFIX.rstrip("/"): synthetic_gfpgan_state(cfg, seed)}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({GFPGAN_PREFIX.rstrip("/"): synthetic_gfpgan_state(cfg, seed)}, tmp)
     return path
 
 

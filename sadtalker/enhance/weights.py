@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from sadtalker.errors import WeightsError
+from sadtalker.hashing import sha256_file
 from sadtalker.options import ENHANCERS
-from sadtalker.weights.download import sha256_file
 from sadtalker.weights.registry import REGISTRY, WeightFile, cache_dir
 
 log = logging.getLogger(__name__)

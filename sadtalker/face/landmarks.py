@@ -131,8 +131,8 @@ def dlib_files(predictor_path: str | Path | None = None) -> dict[str, Path]:
 
 def weights_digest(files: Mapping[str, Path]) -> str:
     """One SHA-256 over ``{name: file}``: each file's SHA-256 (computed once per process per file, see
-    :func:`sadtalker.weights.download.sha256_file`) with its name, in name order."""
-    from sadtalker.weights.download import sha256_file
+    :func:`sadtalker.hashing.sha256_file`) with its name, in name order."""
+    from sadtalker.hashing import sha256_file
 
     digest = hashlib.sha256()
     for name in sorted(files):

@@ -41,8 +41,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sadtalker import storage
+from sadtalker import storage, uris
 from sadtalker.qc.record import HEADLINE_METRICS, METRICS
+from sadtalker.redaction import redact
 
 __all__ = [
     "MAX_ITEM_MEDIA",
@@ -163,7 +164,7 @@ def _text(value: Any) -> str | None:
     """Text of user data with credentials removed (the flow redacts too; a report must never leak)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
-    return storage.redact(str(value))
+    return redact(str(value))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -708,7 +709,7 @@ def _read_optional(uri: str | None) -> bytes | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        log.warning("cannot read %s: %s", storage.redact(uri), storage.redact(str(exc)))
+        log.warning("cannot read %s: %s", redact(uri), redact(str(exc)))
         return None
 
 
@@ -733,8 +734,8 @@ def build_report(batch_uri: str, *, max_item_media: int = MAX_ITEM_MEDIA) -> str
     """
     from sadtalker.paths import BatchPaths, PathEscapeError
 
-    root = storage.normalize(batch_uri)
-    output, batch_id = storage.parent(root), posixpath.basename(root.rstrip("/"))
+    root = uris.normalize(batch_uri)
+    output, batch_id = uris.parent(root), posixpath.basename(root.rstrip("/"))
     paths = BatchPaths.create(output, batch_id)
     rows = _read_results(paths.results)
     raw_record = _read_optional(paths.batch_record)
@@ -763,7 +764,7 @@ def build_report(batch_uri: str, *, max_item_media: int = MAX_ITEM_MEDIA) -> str
         try:
             record = json.loads(raw.decode("utf-8"))
         except ValueError as exc:
-            log.warning("unreadable qc.json for %s: %s", storage.redact(str(row.get("id"))), exc)
+            log.warning("unreadable qc.json for %s: %s", redact(str(row.get("id"))), exc)
             return None
         return record if isinstance(record, dict) else None
 
@@ -785,7 +786,7 @@ def build_report(batch_uri: str, *, max_item_media: int = MAX_ITEM_MEDIA) -> str
         for i, source, strip in pool.map(load_images, ordered):
             items[i]["source_jpg"], items[i]["strip_jpg"] = source, strip
     if not batch:
-        log.info("no batch.json in %s: report built from results.parquet only", storage.redact(root))
+        log.info("no batch.json in %s: report built from results.parquet only", redact(root))
         batch = {"batch_id": batch_id}
     html = render_report_html(batch, items, max_item_media=max_item_media)
     return storage.write_bytes(paths.report, html.encode("utf-8"))
@@ -797,7 +798,7 @@ def build_index(output_prefix: str) -> str:
     One listing for the records and one for the reports (an object store answers each with one LIST call);
     an unreadable ``batch.json`` is skipped with a warning.
     """
-    prefix = storage.normalize(output_prefix)
+    prefix = uris.normalize(output_prefix)
     fs, path = storage.filesystem(prefix)
     fs.invalidate_cache(path)
     base = path.rstrip("/")
@@ -807,11 +808,9 @@ def build_index(output_prefix: str) -> str:
     def load(record_path: str) -> dict[str, Any] | None:
         folder = posixpath.basename(posixpath.dirname(record_path))
         try:
-            record = json.loads(
-                storage.read_bytes(storage.join(prefix, folder, "batch.json")).decode("utf-8")
-            )
+            record = json.loads(storage.read_bytes(uris.join(prefix, folder, "batch.json")).decode("utf-8"))
         except (OSError, ValueError) as exc:
-            log.warning("skipping %s: %s", storage.redact(record_path), storage.redact(str(exc)))
+            log.warning("skipping %s: %s", redact(record_path), redact(str(exc)))
             return None
         if not isinstance(record, dict):
             return None
@@ -820,4 +819,4 @@ def build_index(output_prefix: str) -> str:
     with concurrent.futures.ThreadPoolExecutor(max_workers=_READ_WORKERS) as pool:
         batches = [b for b in pool.map(load, record_paths) if b is not None]
     html = render_index_html(batches)
-    return storage.write_bytes(storage.join(prefix, "index.html"), html.encode("utf-8"))
+    return storage.write_bytes(uris.join(prefix, "index.html"), html.encode("utf-8"))

@@ -55,7 +55,6 @@ into the QC record that used it), so two records are comparable only when their 
 from __future__ import annotations
 
 import math
-import os
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -64,8 +63,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from sadtalker.atomic import atomic_path
 from sadtalker.errors import WeightsError
-from sadtalker.weights.download import sha256_file
+from sadtalker.hashing import sha256_file
 from sadtalker.weights.loading import load_checkpoint, load_strict
 from sadtalker.weights.registry import REGISTRY, WeightFile, cache_dir
 
@@ -219,10 +219,8 @@ def write_synthetic_syncnet(path: str | Path, seed: int = 0) -> Path:
         key: torch.from_numpy(np.array(synthetic_tensor(seed, key, "float32", shape), dtype=np.float32))
         for key, shape in syncnet_layout().items()
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 

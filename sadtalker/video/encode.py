@@ -19,10 +19,10 @@ are streamed into ffmpeg, with the same settings:
   frame-size parity with them.
 
 Atomicity: ffmpeg writes ``.<stem>.<token>.sadtmp<suffix>`` in the destination folder (never in the working
-directory); only a complete, successful file is renamed onto the final name (``os.replace``, same
-filesystem). An exception inside the ``with`` block kills ffmpeg and deletes the temporaries. If the whole
-Python process is killed, ffmpeg sees EOF on its stdin and a temporary may remain, never the final name:
-:func:`remove_stale_temps` sweeps them.
+directory); only a complete, successful file is flushed and renamed onto the final name
+(``sadtalker.atomic.publish``, same filesystem). An exception inside the ``with`` block kills ffmpeg and
+deletes the temporaries. If the whole Python process is killed, ffmpeg sees EOF on its stdin and a
+temporary may remain, never the final name: :func:`remove_stale_temps` sweeps them.
 
 Time limit: ffmpeg leads a process group of its own and may run for ``timeout`` seconds, or until a few
 seconds past the running stage's deadline (``sadtalker.timeouts``; the renderer normally stops itself at
@@ -35,7 +35,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import os
 import subprocess
 import threading
 import time
@@ -47,6 +46,7 @@ from typing import IO, Literal
 import ffmpeg as ffmpeg_python  # ffmpeg-python builds the commands; the processes are managed here
 import numpy as np
 
+from sadtalker.atomic import publish
 from sadtalker.errors import AudioError, SadTalkerError
 from sadtalker.timeouts import Deadline, effective_limit
 from sadtalker.video.ffmpeg import (
@@ -84,14 +84,6 @@ def remove_stale_temps(folder: str | Path, older_than_s: float = 3600.0) -> list
                 tmp.unlink()
                 removed.append(tmp)
     return removed
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _even_pad(frame: np.ndarray) -> np.ndarray:
@@ -367,8 +359,7 @@ class VideoWriter:
                 result = _temp_name(self.path)
                 self._temps.append(result)
                 self._mux(self._video_tmp, result)
-            _fsync(result)
-            os.replace(result, self.path)
+            publish(result, self.path)
             self._temps.remove(result)
             self._done = True
             log.debug("wrote %s (%d frames)", self.path, self.frames_written)

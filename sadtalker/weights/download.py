@@ -1,4 +1,4 @@
-"""Download of registry files into the cache: resumable, retried, verified, atomic. Standard library + tqdm.
+"""Download of registry files into the cache: resumable, retried, verified, atomic (urllib + tqdm).
 
 ``fetch(weight)`` returns the path of a verified file, downloading it when needed:
 
@@ -9,8 +9,9 @@
   ``weight.urls`` is tried (resuming the same ``.partial``: all URLs serve the same bytes, the hash decides);
 * the finished file is checked (size when ``weight.size`` is set, SHA-256 when ``weight.sha256`` is set); a
   mismatch deletes it and raises :class:`WeightsError` naming both hashes: a wrong file is never used;
-* success is an atomic rename of the ``.partial`` onto the final name; concurrent fetches of one file (workers
-  on one machine) are serialised by an ``flock`` on ``.<name>.lock`` where the OS has it;
+* success is an atomic rename of the ``.partial`` onto the final name (``sadtalker.atomic.publish``);
+  concurrent fetches of one file (workers on one machine) are serialised by an ``flock`` on ``.<name>.lock``
+  where the OS has it;
 * URLs are logged and reported without query string, fragment or credentials: GitHub release assets redirect
   to signed URLs whose query strings must not end up in logs.
 """
@@ -18,11 +19,8 @@
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
 import http.client
 import logging
-import os
 import re
 import time
 import urllib.error
@@ -33,7 +31,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tqdm import tqdm
 
+from sadtalker.atomic import publish
 from sadtalker.errors import DownloadError, WeightsError
+from sadtalker.hashing import sha256_file
 from sadtalker.weights.registry import WeightFile, cache_dir
 
 log = logging.getLogger(__name__)
@@ -64,21 +64,6 @@ def redact_url(url: str) -> str:
 def _scrub(text: str) -> str:
     """Remove query strings from URLs quoted inside an error message."""
     return re.sub(r"(https?://[^\s?#'\"]*)[?#][^\s'\"]*", r"\1", text)
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks; computed once per process per (path, size, mtime)."""
-    stat = os.stat(path)
-    return _sha256_cached(str(path), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=64)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify(path: str | Path, sha256: str) -> None:
@@ -186,7 +171,7 @@ def fetch(
             except WeightsError:
                 partial.unlink(missing_ok=True)
                 raise
-            os.replace(partial, final)
+            publish(partial, final)
             log.info("%s: downloaded from %s", weight.name, shown)
             return final
         error = DownloadError(f"{weight.name}: download failed: " + "; ".join(failures))

@@ -61,7 +61,7 @@ def verify_file(path: Path, weight: WeightFile) -> None:
     Raises:
         WeightsError: the hash does not match.
     """
-    from sadtalker.weights.download import sha256_file
+    from sadtalker.hashing import sha256_file
 
     digest = sha256_file(path)
     expected = weight.sha256 or sha256_prefix(weight)

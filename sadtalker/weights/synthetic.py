@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import threading
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from sadtalker.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -115,26 +115,24 @@ def synthetic_state(
 
 def write_checkpoint(state: dict[str, np.ndarray], path: Path) -> None:
     """Write ``state`` as the official file would be: flat safetensors, or a pickle ``{top: {rest: t}}``
-    plus ``epoch`` for ``top/rest`` keys. Written to a temporary name, then renamed into place."""
+    plus ``epoch`` for ``top/rest`` keys. Written atomically (``sadtalker.atomic``)."""
     import torch
 
     # np.ascontiguousarray would turn 0-d scalars (num_batches_tracked) into shape (1,)
     tensors = {k: torch.from_numpy(np.array(v, order="C", copy=True)) for k, v in state.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A name of its own per writer: threads or worker processes that write the same file at once each
+    # A temporary of its own per writer: threads or worker processes that write the same file at once each
     # rename a complete copy into place (the content is deterministic), never a mix of two writes.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
-    if path.name.endswith(".safetensors"):
-        from safetensors.torch import save_file
+    with atomic_path(path) as tmp:
+        if path.name.endswith(".safetensors"):
+            from safetensors.torch import save_file
 
-        save_file(tensors, str(tmp))
-    else:
-        nested: dict[str, object] = {"epoch": 0}
-        for key, tensor in tensors.items():
-            top, rest = key.split("/", 1)
-            nested.setdefault(top, {})[rest] = tensor  # type: ignore[index]
-        torch.save(nested, str(tmp))
-    os.replace(tmp, path)
+            save_file(tensors, str(tmp))
+        else:
+            nested: dict[str, object] = {"epoch": 0}
+            for key, tensor in tensors.items():
+                top, rest = key.split("/", 1)
+                nested.setdefault(top, {})[rest] = tensor  # type: ignore[index]
+            torch.save(nested, str(tmp))
 
 
 def synthetic_dir(seed: int, root: Path | None = None) -> Path:
@@ -163,10 +161,10 @@ def ensure_synthetic_checkpoints(
         write_checkpoint(synthetic_state(layout(name), seed), path)
     marker = folder / MARKER
     if not marker.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{MARKER}.{os.getpid()}.{threading.get_ident()}.partial"
-        tmp.write_text(json.dumps({"synthetic": True, "seed": seed, "warning": SYNTHETIC_WARNING}, indent=1))
-        os.replace(tmp, marker)
+        with atomic_path(marker) as tmp:
+            tmp.write_text(
+                json.dumps({"synthetic": True, "seed": seed, "warning": SYNTHETIC_WARNING}, indent=1)
+            )
     return folder
 
 

@@ -299,7 +299,11 @@ def test_an_input_swapped_after_validation_fails_its_stage(
     pipeline call and no output."""
     from sadtalker.errors import OutsidePrefixesError
     from sadtalker.paths import BatchPaths
-    from tasks import StageContext, coefficients_task, extract_face_task, qc_task, render_task
+    from tasks.coeffs import coefficients_task
+    from tasks.face import extract_face_task
+    from tasks.qc import qc_task
+    from tasks.records import StageContext
+    from tasks.render import render_task
 
     manifest, batch = _batch(tmp_path)
     (tmp_path / "elsewhere" / "secret").write_bytes(SECRET)
@@ -364,7 +368,8 @@ def test_errors_about_a_checked_copy_name_the_rows_file(tmp_path: Path, fake_pip
     """The stages read private copies of checked inputs; a bad-input error still names the row's file."""
     from sadtalker.errors import NoFaceError
     from sadtalker.paths import BatchPaths
-    from tasks import StageContext, extract_face_task
+    from tasks.face import extract_face_task
+    from tasks.records import StageContext
 
     manifest, batch = _batch(tmp_path)
     (batch / "p.png").write_bytes(b"NOFACE")

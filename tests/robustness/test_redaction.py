@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sadtalker import storage
+from sadtalker.redaction import redact
 
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
 
@@ -71,7 +71,7 @@ def configured_secret(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(("text", "leaks"), TRUE_POSITIVES, ids=range(len(TRUE_POSITIVES)))
 def test_every_credential_is_removed(text: str, leaks: list[str]) -> None:
-    clean = storage.redact(text)
+    clean = redact(text)
     for leaked in leaks:
         assert leaked not in clean, clean
     if leaks:
@@ -80,17 +80,17 @@ def test_every_credential_is_removed(text: str, leaks: list[str]) -> None:
 
 @pytest.mark.parametrize("text", FALSE_POSITIVES)
 def test_ordinary_text_is_unchanged(text: str) -> None:
-    assert storage.redact(text) == text
+    assert redact(text) == text
 
 
 def test_short_configured_values_are_removed_as_whole_words_only() -> None:
-    assert storage.redact("key id test rejected") == "key id *** rejected"
-    assert storage.redact("latest contest.png") == "latest contest.png"
+    assert redact("key id test rejected") == "key id *** rejected"
+    assert redact("latest contest.png") == "latest contest.png"
 
 
 def test_records_keep_ordinary_keys() -> None:
     record = {"password": "x", "error": "/etc/passwd: not an image", "key_frames": 3, "face_key": "ab12"}
-    assert storage.redact(record) == {
+    assert redact(record) == {
         "password": "***",
         "error": "/etc/passwd: not an image",
         "key_frames": 3,

@@ -1,8 +1,9 @@
 """Prefect settings the project sets for offline use (no internet: loopback only).
 
 Prefect reads its settings from the environment when it is first imported, so :func:`apply_offline_defaults`
-runs when the ``flows`` or ``tasks`` package is imported, before Prefect. Every value is a default: a
-variable the user has set wins.
+runs when the ``tasks`` package is imported (``flows`` imports it first), before Prefect. It lives with the
+tasks because a worker process may import a task without any flow (a Dask worker unpickling one). Every
+value is a default: a variable the user has set wins.
 
 - ``PREFECT_SERVER_ANALYTICS_ENABLED=false``: otherwise every server start logs a telemetry error offline
   (and a fresh database can log ``database is locked``).
