@@ -67,7 +67,7 @@ def main() -> int:
     import soundfile
     import torch
 
-    from sadtalker.models import Models
+    from sadtalker.loader import Models
     from sadtalker.options import RenderOptions
     from sadtalker.pipeline import (
         CoeffResult,

@@ -5,7 +5,7 @@
     video = render_video(face, coeffs, photo, speech, out, options)   # streamed frames -> mp4
 
 Each record saves to / loads from a small ``.npz`` so that batch tasks can cache and exchange them.
-Networks come from :class:`sadtalker.models.Models` (loaded once per process).
+Networks come from :class:`sadtalker.loader.Models` (loaded once per process).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _renderer() -> Iterator[None]:
 
 
 def _models(models):
-    from sadtalker.models import Models
+    from sadtalker.loader import Models
 
     return models or Models.shared()
 
@@ -314,13 +314,13 @@ def render_video(
     from sadtalker.enhance import enhance_frames
     from sadtalker.face.image import load_image
     from sadtalker.qc import FrameStats
-    from sadtalker.render.batching import (
+    from sadtalker.render.postprocess import frames_to_uint8
+    from sadtalker.render.windows import (
         camera_angle_sequence,
         source_image_array,
         source_semantics,
         target_coefficients,
     )
-    from sadtalker.render.postprocess import frames_to_uint8
     from sadtalker.video import PasteBack, VideoWriter
     from sadtalker.video.postprocess import output_size, resize_frames
 

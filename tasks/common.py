@@ -55,12 +55,12 @@ def pipeline() -> ModuleType:
 
 
 def models_module() -> ModuleType:
-    """``sadtalker.models``, looked up at call time like :func:`pipeline` (the same test seam)."""
-    return importlib.import_module("sadtalker.models")
+    """``sadtalker.loader``, looked up at call time like :func:`pipeline` (the same test seam)."""
+    return importlib.import_module("sadtalker.loader")
 
 
 def shared_models(weights_policy: str | None = None) -> Any:
-    """The per-process ``sadtalker.models.Models`` of the weights policy (networks load once per worker
+    """The per-process ``sadtalker.loader.Models`` of the weights policy (networks load once per worker
     process and serve every row it runs); default policy ``$SADTALKER_WEIGHTS_POLICY`` or ``auto``."""
     return models_module().Models.shared(weights_policy)
 

@@ -53,7 +53,7 @@ def test_data() -> Path:
 @pytest.fixture(scope="session")
 def models():
     """One model holder for the whole session (networks load once, as in a worker process)."""
-    from sadtalker.models import Models
+    from sadtalker.loader import Models
 
     return Models(landmarker="dlib")
 

@@ -1,4 +1,4 @@
-"""TEST-ONLY stand-in for ``sadtalker.pipeline`` and ``sadtalker.models`` in the orchestration tests.
+"""TEST-ONLY stand-in for ``sadtalker.pipeline`` and ``sadtalker.loader`` in the orchestration tests.
 
 It follows their contract (``Models.shared``, ``Models.weights`` and ``Models.landmarker_identity``,
 ``extract_face``,
@@ -7,7 +7,7 @@ records) and costs nothing: no torch, no model. It is switched on only by tests,
 
 - in process: the ``fake_pipeline`` fixtures (tests/test_flow.py, tests/test_s3.py) call :func:`install`
   through pytest's ``monkeypatch``, which puts this module in ``sys.modules`` as ``sadtalker.pipeline`` and
-  ``sadtalker.models`` for one test (``tasks.common`` looks both up there at call time);
+  ``sadtalker.loader`` for one test (``tasks.common`` looks both up there at call time);
 - in subprocesses (the Prefect worker and its flow-run processes, a run killed midway): the folder
   ``tests/fake_site`` is put on ``PYTHONPATH``; its ``sitecustomize.py`` (Python's own start-up hook)
   calls :func:`install`. Production never has that folder on its path; there is no switch in the
@@ -181,7 +181,7 @@ def resolve_policy(policy: str | None = None) -> str:
 def check_weights(
     policy: str | None = None, sizes: Any = (256,), preprocesses: Any = ("crop",), enhancers: Any = ()
 ) -> WeightReport:
-    """Like ``sadtalker.models.check_weights``: ``official`` refuses unless
+    """Like ``sadtalker.loader.check_weights``: ``official`` refuses unless
     ``$PIPELINE_FAKES_OFFICIAL_WEIGHTS`` is set; otherwise every set is synthetic."""
     policy = resolve_policy(policy)
     official = bool(os.environ.get(OFFICIAL_ENV)) and policy != "synthetic"
@@ -199,7 +199,7 @@ def check_weights(
 
 
 class Models:
-    """Counts how often it is built: once per process is the contract (``sadtalker.models.Models``)."""
+    """Counts how often it is built: once per process is the contract (``sadtalker.loader.Models``)."""
 
     _shared: dict[str, Models] = {}
     instances = 0
@@ -217,7 +217,7 @@ class Models:
         type(self).instances += 1
 
     def landmarker_identity(self) -> dict[str, str]:
-        """Like ``sadtalker.models.Models.landmarker_identity``: decided when the models are built."""
+        """Like ``sadtalker.loader.Models.landmarker_identity``: decided when the models are built."""
         weights = hashlib.sha256(f"fake-{self.landmark_backend}-weights".encode()).hexdigest()
         return {"backend": self.landmark_backend, "weights": weights}
 
@@ -374,12 +374,12 @@ def quality_check(
 
 
 def install(monkeypatch: Any = None) -> None:
-    """Make this module ``sadtalker.pipeline`` and ``sadtalker.models`` (through ``monkeypatch`` when given:
+    """Make this module ``sadtalker.pipeline`` and ``sadtalker.loader`` (through ``monkeypatch`` when given:
     undone after the test)."""
     import sadtalker
 
     module = sys.modules[__name__]
-    for name in ("pipeline", "models"):
+    for name in ("pipeline", "loader"):
         if monkeypatch is not None:
             monkeypatch.setitem(sys.modules, f"sadtalker.{name}", module)
             monkeypatch.setattr(sadtalker, name, module, raising=False)

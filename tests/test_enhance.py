@@ -407,7 +407,7 @@ def test_render_video_enhances_the_face_before_resizing(tmp_path, monkeypatch, s
 
 
 def test_models_load_the_enhancer_once_per_device(tmp_path, monkeypatch):
-    from sadtalker.models import Models
+    from sadtalker.loader import Models
 
     monkeypatch.setenv("SADTALKER_HOME", str(tmp_path / "home"))
     real_writer, real_loader = gf.write_synthetic_gfpgan, gf.load_gfpgan

@@ -45,7 +45,7 @@ SECRET = "Zk9-secret-VALUE-4471-do-not-leak"
 
 @pytest.fixture
 def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """The fake pipeline as ``sadtalker.pipeline`` / ``sadtalker.models`` for one test, no retry delays."""
+    """The fake pipeline as ``sadtalker.pipeline`` / ``sadtalker.loader`` for one test, no retry delays."""
     yield from pipeline_fakes.use_in_test(monkeypatch)
 
 

@@ -1,4 +1,4 @@
-"""Face renderer: layouts, spectral norm, keypoint maths, batching, free-view angles, networks, engine.
+"""Face renderer: layouts, spectral norm, keypoint maths, windows, free-view angles, networks, engine.
 
 Fast on 2 CPU cores: the full-size networks run once at S=128; the engine tests use small configs at S=64.
 The conformance against the official outputs (S=256) is stage f of ``tests/golden_check.py``.
@@ -18,7 +18,15 @@ from torch import nn
 from sadtalker.errors import WeightsError
 from sadtalker.networks import load_network, load_renderer, module_layout, synthetic_network_state
 from sadtalker.render.animate import FaceAnimator, SourceNotSetError
-from sadtalker.render.batching import (
+from sadtalker.render.dense_motion import DenseMotionConfig
+from sadtalker.render.generator import GeneratorConfig, OcclusionAwareSPADEGenerator
+from sadtalker.render.he_estimator import HEEstimator
+from sadtalker.render.keypoint_detector import KPDetector, KPDetectorConfig
+from sadtalker.render.keypoint_transform import headpose_bins_to_degrees, rotation_matrix, transform_keypoints
+from sadtalker.render.mapping import MappingConfig, MappingNet, MappingOutput
+from sadtalker.render.postprocess import frames_to_uint8
+from sadtalker.render.spade import SpectralNormConv2d
+from sadtalker.render.windows import (
     WINDOW,
     camera_angle_sequence,
     from_reference_layout,
@@ -28,14 +36,6 @@ from sadtalker.render.batching import (
     target_coefficients,
     to_reference_layout,
 )
-from sadtalker.render.dense_motion import DenseMotionConfig
-from sadtalker.render.generator import GeneratorConfig, OcclusionAwareSPADEGenerator
-from sadtalker.render.he_estimator import HEEstimator
-from sadtalker.render.keypoint_detector import KPDetector, KPDetectorConfig
-from sadtalker.render.keypoints import headpose_bins_to_degrees, rotation_matrix, transform_keypoints
-from sadtalker.render.mapping import MappingConfig, MappingNet, MappingOutput
-from sadtalker.render.postprocess import frames_to_uint8
-from sadtalker.render.spade import SpectralNormConv2d
 from sadtalker.video.postprocess import output_size, resize_frames
 
 SEED = 0
@@ -220,7 +220,7 @@ def test_transform_keypoints_hand_computed() -> None:
     torch.testing.assert_close(overridden, out, atol=1e-5, rtol=1e-5)
 
 
-# ------------------------------------------------------------------------------------------ batching
+# ------------------------------------------------------------------------------------------- windows
 
 
 def test_windows_clamp_at_both_ends() -> None:

@@ -51,7 +51,7 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 @pytest.fixture
 def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """The fake pipeline as ``sadtalker.pipeline`` / ``sadtalker.models`` for one test, no retry delays."""
+    """The fake pipeline as ``sadtalker.pipeline`` / ``sadtalker.loader`` for one test, no retry delays."""
     yield from pipeline_fakes.use_in_test(monkeypatch)
 
 

@@ -180,7 +180,7 @@ def video_reference_coefficients(
 
     Args:
         preprocess: the row's crop mode (the reference crops its reference videos with it too).
-        models: :class:`sadtalker.models.Models`: its landmarker and the 3DMM regressor of ``size`` (the
+        models: :class:`sadtalker.loader.Models`: its landmarker and the 3DMM regressor of ``size`` (the
             row's checkpoint; the frames themselves are always cropped to :data:`REFERENCE_SIZE`).
 
     Raises:

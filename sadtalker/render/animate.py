@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sadtalker.render.batching import WINDOW, semantic_windows
 from sadtalker.render.generator import OcclusionAwareSPADEGenerator, SourceFeatures
 from sadtalker.render.keypoint_detector import KPDetector
-from sadtalker.render.keypoints import transform_keypoints
+from sadtalker.render.keypoint_transform import transform_keypoints
 from sadtalker.render.mapping import MappingNet, MappingOutput
+from sadtalker.render.windows import WINDOW, semantic_windows
 
 
 class SourceNotSetError(RuntimeError):
@@ -108,9 +108,9 @@ class FaceAnimator:
 
         Args:
             source_image: ``(1, 3, S, S)`` float RGB in [0, 1]
-                (:func:`~sadtalker.render.batching.source_image_array`).
+                (:func:`~sadtalker.render.windows.source_image_array`).
             source_semantics: ``(C, 27)`` or ``(1, C, 27)`` source window
-                (:func:`~sadtalker.render.batching.source_semantics`), C = the mapping net's ``coeff_nc``.
+                (:func:`~sadtalker.render.windows.source_semantics`), C = the mapping net's ``coeff_nc``.
         """
         image = self._tensor(source_image)
         if image.ndim != 4 or image.shape[:2] != (1, 3) or image.shape[2] != image.shape[3]:
@@ -188,10 +188,10 @@ class FaceAnimator:
 
         Args:
             target_coeffs: ``(T, C)`` driving coefficients, already prepared by
-                :func:`~sadtalker.render.batching.target_coefficients` (expression scale, full, still).
+                :func:`~sadtalker.render.windows.target_coefficients` (expression scale, full, still).
             batch_size: frames rendered per generator call (peak memory ∝ batch_size, not T).
             yaw, pitch, roll: optional ``(T,)`` free-view angles in degrees
-                (:func:`~sadtalker.render.batching.camera_angle_sequence`).
+                (:func:`~sadtalker.render.windows.camera_angle_sequence`).
 
         Returns an iterator of ``(B, 3, S, S)`` float32 tensors in (0, 1) on the engine's device, frames in
         order; :func:`~sadtalker.render.postprocess.frames_to_uint8` converts them. Arguments and the source

@@ -207,8 +207,8 @@ class SlowAnimator:
 
 def _render_inputs(tmp_path: Path, frames: int) -> tuple[Any, Any, Path, Path]:
     import sadtalker.qc
-    import sadtalker.render.batching
     import sadtalker.render.postprocess
+    import sadtalker.render.windows
     import sadtalker.video  # noqa: F401  (imported now, not inside the timed render)
     from sadtalker.face.crop import crop_source
     from sadtalker.pipeline import CoeffResult, FaceResult
@@ -391,13 +391,13 @@ def test_flow_and_cli_refuse_bad_names_before_any_row_work(
 def test_one_pair_command_takes_the_same_option(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import sadtalker.models
+    import sadtalker.loader
     from sadtalker.cli import main as sadtalker_cli
 
     def must_not_run(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a bad --timeout must stop the command before any work")
 
-    monkeypatch.setattr(sadtalker.models, "check_weights", must_not_run)
+    monkeypatch.setattr(sadtalker.loader, "check_weights", must_not_run)
     argv = ["render", "--image", "p.png", "--audio", "s.wav", "--out", str(tmp_path / "o.mp4")]
     assert sadtalker_cli([*argv, "--timeout", "nope_s=3"]) == 2
     assert "unknown timeout 'nope_s'" in capsys.readouterr().err
@@ -408,9 +408,9 @@ def test_one_pair_command_takes_the_same_option(
         raise StageTimeout("stop here")
 
     monkeypatch.setattr(
-        sadtalker.models, "check_weights", lambda *a, **k: SimpleNamespace(warnings=(), policy="auto")
+        sadtalker.loader, "check_weights", lambda *a, **k: SimpleNamespace(warnings=(), policy="auto")
     )
-    monkeypatch.setattr(sadtalker.models.Models, "shared", classmethod(lambda cls, policy=None: None))
+    monkeypatch.setattr(sadtalker.loader.Models, "shared", classmethod(lambda cls, policy=None: None))
     monkeypatch.setattr("sadtalker.pipeline.render_pair", render_pair)
     assert sadtalker_cli([*argv, "--timeout", "render_per_frame_s=7"]) == 2
     assert seen["timeouts"] == StageTimeouts(render_per_frame_s=7)

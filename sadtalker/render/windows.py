@@ -1,4 +1,4 @@
-"""Renderer inputs (SadTalker §3.3 face render): pure numpy functions.
+"""The renderer's per-frame inputs from a clip's coefficients (SadTalker §3.3 face render): pure numpy.
 
 Official counterpart: ``get_facerender_data`` and ``gen_camera_pose`` in src/generate_facerender_batch.py.
 
