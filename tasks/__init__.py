@@ -22,15 +22,15 @@ from tasks.coeffs import coefficients_task  # noqa: E402
 from tasks.face import extract_face_task  # noqa: E402
 from tasks.load import load_manifest  # noqa: E402
 from tasks.qc import qc_task  # noqa: E402
-from tasks.records import CoeffRecord, FaceRecord, QCRecord, RenderRecord, StageContext  # noqa: E402
+from tasks.records import StageContext, StoredCoeffs, StoredFace, StoredQC, StoredRender  # noqa: E402
 from tasks.render import render_task  # noqa: E402
 
 __all__ = [
-    "CoeffRecord",
-    "FaceRecord",
-    "QCRecord",
-    "RenderRecord",
     "StageContext",
+    "StoredCoeffs",
+    "StoredFace",
+    "StoredQC",
+    "StoredRender",
     "coefficients_task",
     "extract_face_task",
     "load_manifest",

@@ -215,7 +215,7 @@ def key_lock(key: str) -> Iterator[None]:
         yield
 
 
-class _Artefact(Protocol):  # FaceResult, CoeffResult
+class _Artefact(Protocol):  # sadtalker.records.FaceRecord, Coefficients; ReferenceCoefficients
     def save(self, path: str | Path) -> None: ...
 
 

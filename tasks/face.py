@@ -1,4 +1,5 @@
-"""Stage 1: photo -> crop + 3DMM (``FaceResult``), content-addressed and reused across batches."""
+"""Stage 1: photo -> crop + 3DMM (a ``sadtalker.records.FaceRecord``), content-addressed and reused across
+batches."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from prefect import task
 from manifests.schema import ManifestRow
 from sadtalker import storage
 from sadtalker.inputs import InputFiles
+from sadtalker.records import FaceRecord
 from tasks.common import (
     STAGE_TASK_OPTIONS,
     cached_artefact,
@@ -20,7 +22,7 @@ from tasks.common import (
     timed_stage,
 )
 from tasks.keys import face_key, weights_fingerprint
-from tasks.records import FaceRecord, StageContext
+from tasks.records import StageContext, StoredFace
 
 __all__ = ["extract_face_task"]
 
@@ -32,7 +34,7 @@ __all__ = ["extract_face_task"]
 )
 @redact_errors
 @timed_stage("face")
-def extract_face_task(row: ManifestRow, ctx: StageContext) -> FaceRecord:
+def extract_face_task(row: ManifestRow, ctx: StageContext) -> StoredFace:
     """Extract the face of ``row.image`` into ``<cache>/face/<key>.npz`` unless it is there (or ``force``);
     copy it to ``items/<id>/face.npz``. Raises ``InputError`` (no face, unreadable photo, a photo outside
     ``ctx.allowed_prefixes`` when opened: ``OutsidePrefixesError``): never retried.
@@ -56,7 +58,7 @@ def extract_face_task(row: ManifestRow, ctx: StageContext) -> FaceRecord:
             item.face,
             ctx.force,
             tmp,
-            pl.FaceResult.load,
+            FaceRecord.load,
             lambda: pl.extract_face(image, options, models),
         )
     seconds = time.perf_counter() - start
@@ -67,7 +69,7 @@ def extract_face_task(row: ManifestRow, ctx: StageContext) -> FaceRecord:
         seconds,
         landmarks["backend"],
     )
-    return FaceRecord(
+    return StoredFace(
         row_id=row.id,
         image_sha256=image_sha,
         key=key,

@@ -19,6 +19,7 @@ from prefect import task
 from manifests.schema import ManifestRow
 from sadtalker import storage
 from sadtalker.inputs import InputFiles
+from sadtalker.records import Coefficients, FaceRecord
 from tasks.common import (
     STAGE_TASK_OPTIONS,
     logger,
@@ -28,7 +29,7 @@ from tasks.common import (
     shared_models,
     timed_stage,
 )
-from tasks.records import CoeffRecord, FaceRecord, QCRecord, RenderRecord, StageContext
+from tasks.records import StageContext, StoredCoeffs, StoredFace, StoredQC, StoredRender
 
 __all__ = ["flat_metrics", "qc_task", "thresholds_digest"]
 
@@ -80,8 +81,8 @@ def _reusable(uri: str, render_key: str, protocol: str, digest: str) -> dict[str
 @redact_errors
 @timed_stage("qc")
 def qc_task(
-    row: ManifestRow, face: FaceRecord, render: RenderRecord, coeffs: CoeffRecord, ctx: StageContext
-) -> QCRecord:
+    row: ManifestRow, face: StoredFace, render: StoredRender, coeffs: StoredCoeffs, ctx: StageContext
+) -> StoredQC:
     """Decode the row's stored video and check it against its photo, speech and coefficients
     (``sadtalker.pipeline.quality_check``); write ``items/<id>/qc.json`` and the report thumbnails.
 
@@ -106,8 +107,8 @@ def qc_task(
         with storage.scratch_dir() as tmp, InputFiles(tmp, ctx.allowed_prefixes) as inputs:
             report = pl.quality_check(
                 storage.localize(render.video_uri, tmp),
-                pl.FaceResult.load(storage.localize(face.cache_uri, tmp)),
-                pl.CoeffResult.load(storage.localize(coeffs.cache_uri, tmp)),
+                FaceRecord.load(storage.localize(face.cache_uri, tmp)),
+                Coefficients.load(storage.localize(coeffs.cache_uri, tmp)),
                 inputs.localize(row.image),  # both checked against the prefixes as they are opened
                 inputs.localize(row.audio),
                 options,
@@ -133,7 +134,7 @@ def qc_task(
     problems = tuple(str(p) for p in record.get("problems", []))
     log = logger().warning if verdict == "fail" else logger().info
     log("qc %s: %s%s", row.id, verdict, f" ({'; '.join(problems)})" if problems else "")
-    return QCRecord(
+    return StoredQC(
         row_id=row.id,
         uri=item.qc,
         verdict=verdict,

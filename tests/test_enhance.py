@@ -357,7 +357,8 @@ class _FakeModels:
 
 def test_render_video_enhances_the_face_before_resizing(tmp_path, monkeypatch, small_net, speech_prefix):
     from sadtalker.face.crop import CropRecord
-    from sadtalker.pipeline import CoeffResult, FaceResult, render_video
+    from sadtalker.pipeline import render_video
+    from sadtalker.records import Coefficients, FaceRecord
     from sadtalker.video import VideoWriter
 
     crop = CropRecord(
@@ -372,7 +373,7 @@ def test_render_video_enhances_the_face_before_resizing(tmp_path, monkeypatch, s
         256,
     )
     rng = np.random.default_rng(0)
-    face = FaceResult(
+    face = FaceRecord(
         np.full((256, 256, 3), 128, np.uint8),
         rng.normal(size=(1, 73)).astype(np.float32),
         np.zeros((1, 257), np.float32),
@@ -381,7 +382,7 @@ def test_render_video_enhances_the_face_before_resizing(tmp_path, monkeypatch, s
         1,
         "test",
     )
-    coeffs = CoeffResult(rng.normal(size=(3, 70)).astype(np.float32), 3, 0.12, np.zeros((3, 1), np.float32))
+    coeffs = Coefficients(rng.normal(size=(3, 70)).astype(np.float32), 3, 0.12, np.zeros((3, 1), np.float32))
     audio = speech_prefix(tmp_path / "a.wav", 0.12)
     written: list[np.ndarray] = []
     real_write = VideoWriter.write

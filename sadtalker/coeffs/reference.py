@@ -23,10 +23,7 @@ audio's length.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -34,6 +31,7 @@ from typing import Literal
 import numpy as np
 
 from sadtalker.errors import InputError, NoFaceError, ReferenceVideoError
+from sadtalker.records import load_npz, save_npz
 
 log = logging.getLogger(__name__)
 
@@ -110,24 +108,14 @@ class ReferenceCoefficients:
 
     def save(self, path: str | Path) -> None:
         """An ``.npz`` with ``coeff_3dmm`` (so it is also a valid coefficient reference) and ``meta``."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         meta = {"filled": list(self.filled), "backend": self.backend, "size": self.size}
-        with open(tmp, "wb") as handle:
-            np.savez(
-                handle,
-                meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-                coeff_3dmm=np.asarray(self.coeff_3dmm, np.float32),
-            )
-        os.replace(tmp, path)
+        save_npz(path, {"coeff_3dmm": np.asarray(self.coeff_3dmm, np.float32)}, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> ReferenceCoefficients:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(bytes(data["meta"]).decode())
-            rows = data["coeff_3dmm"]
-        return cls(rows, tuple(int(i) for i in meta["filled"]), str(meta["backend"]), int(meta["size"]))
+        arrays, meta = load_npz(path)
+        filled = tuple(int(i) for i in meta["filled"])
+        return cls(arrays["coeff_3dmm"], filled, str(meta["backend"]), int(meta["size"]))
 
 
 def fill_missing(rows: list[np.ndarray | None]) -> tuple[np.ndarray, tuple[int, ...]]:

@@ -211,11 +211,11 @@ def _render_inputs(tmp_path: Path, frames: int) -> tuple[Any, Any, Path, Path]:
     import sadtalker.render.windows
     import sadtalker.video  # noqa: F401  (imported now, not inside the timed render)
     from sadtalker.face.crop import crop_source
-    from sadtalker.pipeline import CoeffResult, FaceResult
+    from sadtalker.records import Coefficients, FaceRecord
 
     photo = np.full((96, 96, 3), 128, np.uint8)
     record, source = crop_source(photo, "resize", None, 256, path="photo.png")
-    face = FaceResult(
+    face = FaceRecord(
         source_image=source,
         coeff_3dmm=np.zeros((1, 73), np.float32),
         full_coeff=np.zeros((1, 257), np.float32),
@@ -224,7 +224,7 @@ def _render_inputs(tmp_path: Path, frames: int) -> tuple[Any, Any, Path, Path]:
         num_faces=1,
         backend="stub",
     )
-    coeffs = CoeffResult(np.zeros((frames, 70), np.float32), frames, frames / 25, np.zeros((frames, 1)))
+    coeffs = Coefficients(np.zeros((frames, 70), np.float32), frames, frames / 25, np.zeros((frames, 1)))
     return face, coeffs, tmp_path / "photo.png", write_wav(tmp_path / "speech.wav", frames / 25 + 0.1)
 
 
