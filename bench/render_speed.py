@@ -29,7 +29,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from sadtalker.loader import Models
-    from sadtalker.render.windows import semantic_windows, source_image_array, source_semantics
+    from sadtalker.render.animate import source_image_array
+    from sadtalker.render.windows import semantic_windows, source_semantics
 
     models = Models()
     animator = models.animator(args.size, "crop", args.device, args.dtype)

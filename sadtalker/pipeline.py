@@ -170,7 +170,8 @@ def render_video(
     enhancer=None,
 ) -> VideoRecord:
     """Coefficients -> frames -> mp4 with the speech muxed in (official ``get_facerender_data`` and
-    ``AnimateFromCoeff.generate``).
+    ``AnimateFromCoeff.generate``). The render engine (:meth:`sadtalker.render.animate.FaceAnimator.frames`)
+    turns the records into uint8 frames; this function does the media work on them.
 
     ``options.enhancer`` (``gfpgan``) restores the aligned S x S face of each rendered batch
     (:func:`sadtalker.enhance.enhance_frames`, on ``options.device``) before the resize and any paste-back.
@@ -186,46 +187,23 @@ def render_video(
     from sadtalker.enhance import enhance_frames
     from sadtalker.face.image import load_image
     from sadtalker.qc import FrameStats
-    from sadtalker.render.postprocess import frames_to_uint8
-    from sadtalker.render.windows import (
-        camera_angle_sequence,
-        source_image_array,
-        source_semantics,
-        target_coefficients,
-    )
     from sadtalker.video import PasteBack, VideoWriter
     from sadtalker.video.postprocess import output_size, resize_frames
 
     models = _models(models)
     record = face.crop_record()
-    full = record.is_full
     animator = models.animator(options.size, options.preprocess, options.device, options.dtype)
     # options.enhancer: restore the aligned S x S face of every frame, before the resize and any paste-back
     face_enhancer = None
     if options.enhancer != "none":
         face_enhancer = models.enhancer(options.enhancer, options.size, options.preprocess, options.device)
     frames = coeffs.num_frames
-    source_row = face.coeff_3dmm[0]
-    targets = target_coefficients(
-        coeffs.coefficients,
-        source_row,
-        expression_scale=options.expression_scale,
-        still=options.still,
-        full=full,
-    )
-    angles = {
-        name: None if values is None else camera_angle_sequence(values, frames)
-        for name, values in (
-            ("yaw", options.input_yaw),
-            ("pitch", options.input_pitch),
-            ("roll", options.input_roll),
-        )
-    }
     width, height = output_size(options.size, record.crop_info_size)
     paste = None
-    if full:
+    if record.is_full:
         paste = PasteBack(load_image(image_path).pixels, record.paste_box)
     stats = FrameStats()
+    rendered = animator.frames(face, coeffs, options, stats)  # (B, S, S, 3) uint8; inputs checked now
     bar = None
     if progress:
         from tqdm import tqdm
@@ -233,17 +211,16 @@ def render_video(
         bar = tqdm(total=frames, unit="frame", desc=Path(out_path).name)
     synthetic = models.weights(options.size, options.preprocess).synthetic
     start = time.perf_counter()
-    with _renderer(), VideoWriter(out_path, audio=audio_path, num_frames=frames) as writer:
-        animator.set_source(
-            source_image_array(face.source_image), source_semantics(source_row, animator.coeff_nc)
-        )
+    with (
+        _renderer(),
+        VideoWriter(out_path, audio=audio_path, num_frames=frames) as writer,
+        # closed on any exit: the engine drops the clip's source state, also when the render stops early
+        contextlib.closing(
+            within_deadline(rendered, lambda: f"stopped after {writer.frames_written} of {frames} frames")
+        ) as batches,
+    ):
         try:
-            for chunk in within_deadline(
-                animator.animate(targets, options.batch_size, **angles),
-                lambda: f"stopped after {writer.frames_written} of {frames} frames",
-            ):
-                stats.update_float(chunk)  # NaN / Inf would be clipped away silently by the uint8 conversion
-                images = frames_to_uint8(chunk)  # (B, S, S, 3)
+            for images in batches:
                 if face_enhancer is not None:
                     images = enhance_frames(images, face_enhancer, options.device)
                 images = resize_frames(images, width, height)  # (B, h, S, 3)
@@ -256,7 +233,6 @@ def render_video(
                 if bar is not None:
                     bar.update(len(images))
         finally:
-            animator.clear_source()
             if bar is not None:
                 bar.close()
     elapsed = time.perf_counter() - start

@@ -20,6 +20,7 @@ from sadtalker.enhance import gfpgan as gf
 from sadtalker.enhance.frames import enhance_frames, from_network, resize_back, to_network
 from sadtalker.errors import WeightsError
 from sadtalker.options import RenderOptions
+from sadtalker.render.animate import FaceAnimator
 from sadtalker.weights.loading import load_strict
 
 TSV = Path(__file__).parent / "data" / "GFPGANv1.4.pth.tsv"
@@ -322,10 +323,14 @@ def test_enhancer_weights_follow_the_render(tmp_path, monkeypatch, small_file):
 # ------------------------------------------------------------------------------------ render_video hook
 
 
-class _FakeAnimator:
-    """Yields flat grey-ramp frames (no network): what reaches the encoder is then easy to compare."""
+class _FakeAnimator(FaceAnimator):
+    """The engine's clip loop (:meth:`FaceAnimator.frames`) around flat grey-ramp frames (no network): what
+    reaches the encoder is then easy to compare."""
 
     coeff_nc = 70
+
+    def __init__(self):
+        pass
 
     def set_source(self, image, semantics):
         pass
@@ -399,7 +404,7 @@ def test_render_video_enhances_the_face_before_resizing(tmp_path, monkeypatch, s
     assert np.abs(plain.astype(int) - enhanced).mean() > 5
     assert models.calls[-1] == ("gfpgan", 256, "crop", "cpu")
     # the written frames are the enhanced S x S faces, then resized: what the hook's pieces give
-    from sadtalker.render.postprocess import frames_to_uint8
+    from sadtalker.render.animate import frames_to_uint8
     from sadtalker.video.postprocess import resize_frames
 
     rendered = frames_to_uint8(next(_FakeAnimator().animate(np.zeros((1, 70)), 1)))

@@ -5,6 +5,6 @@ Networks, one per file, attribute names = official checkpoint keys: :mod:`.mappi
 :mod:`.keypoint_detector`, :mod:`.generator` (with :mod:`.dense_motion`, :mod:`.spade`, :mod:`.blocks`),
 :mod:`.he_estimator` (legacy layout only). Pure functions: :mod:`.keypoint_transform` (head pose →
 rotation, keypoint transformation), :mod:`.windows` (target coefficients, 27-frame windows, free-view
-angles), :mod:`.postprocess` (uint8 frames). Builder: :mod:`sadtalker.networks`. Engine:
-:class:`.animate.FaceAnimator`.
+angles). Builder: :mod:`sadtalker.networks`. Engine: :class:`.animate.FaceAnimator`, which turns a clip's
+records (:mod:`sadtalker.records`) into uint8 frames.
 """

@@ -35,6 +35,7 @@ from sadtalker import storage
 from sadtalker.audio.load import load_audio
 from sadtalker.errors import StageTimeout
 from sadtalker.qc.decode import FrameReader
+from sadtalker.render.animate import FaceAnimator
 from sadtalker.timeouts import StageTimeouts, stage_deadline
 from sadtalker.video import VideoWriter, probe
 from sadtalker.video.ffmpeg import FFmpegError, run_ffmpeg
@@ -182,8 +183,9 @@ def test_hung_ffmpeg_with_a_timeout_of_its_own_outside_any_stage(hung_ffmpeg: Pa
 # --- (b) the render's deadline scales with its frames and fires between generator batches -----------------
 
 
-class SlowAnimator:
-    """Stands in for the renderer: ``delay`` seconds per batch of grey frames."""
+class SlowAnimator(FaceAnimator):
+    """The engine's clip loop (:meth:`FaceAnimator.frames`) around a stand-in for its networks: ``delay``
+    seconds per batch of grey frames."""
 
     coeff_nc = 70
 
@@ -207,7 +209,6 @@ class SlowAnimator:
 
 def _render_inputs(tmp_path: Path, frames: int) -> tuple[Any, Any, Path, Path]:
     import sadtalker.qc
-    import sadtalker.render.postprocess
     import sadtalker.render.windows
     import sadtalker.video  # noqa: F401  (imported now, not inside the timed render)
     from sadtalker.face.crop import crop_source
