@@ -55,8 +55,9 @@ def enhancer_speed(device: str, batch_sizes: list[int], batches: int, frame_size
 
 def renderer_speed(device: str, batches: int, batch_size: int) -> float:
     """Frames per second of the 256 px renderer (synthetic weights) on ``device``, after a warm-up batch."""
-    from sadtalker.models import Models
-    from sadtalker.render.batching import semantic_windows, source_image_array, source_semantics
+    from sadtalker.loader import Models
+    from sadtalker.render.animate import source_image_array
+    from sadtalker.render.windows import semantic_windows, source_semantics
 
     animator = Models(weights_policy="synthetic").animator(256, "crop", device, "float32")
     rng = np.random.default_rng(0)

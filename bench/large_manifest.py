@@ -111,14 +111,14 @@ class _InstantRunner:
     """Stands in for the task runner: each task is done when submitted, with a record like the real one's."""
 
     def __init__(self) -> None:
-        from tasks.records import CoeffRecord, FaceRecord, QCRecord, RenderRecord
+        from tasks.records import StoredCoeffs, StoredFace, StoredQC, StoredRender
 
         self.submitted = 0
         metrics = {f"metric_{k:02d}": 0.5 + k for k in range(24)}
         metrics.update({f"metric_{k:02d}__verdict": "pass" for k in range(24)})
         item = "/o/b/items/{}/{}"
         self._make = {
-            "extract-face": lambda row: FaceRecord(
+            "extract-face": lambda row: StoredFace(
                 row_id=row.id,
                 image_sha256="a" * 64,
                 key="b" * 64,
@@ -128,7 +128,7 @@ class _InstantRunner:
                 reused=False,
                 seconds=0.1,
             ),
-            "audio-to-coefficients": lambda row: CoeffRecord(
+            "audio-to-coefficients": lambda row: StoredCoeffs(
                 row_id=row.id,
                 audio_sha256="c" * 64,
                 key="d" * 64,
@@ -139,7 +139,7 @@ class _InstantRunner:
                 reused=False,
                 seconds=0.1,
             ),
-            "render-video": lambda row: RenderRecord(
+            "render-video": lambda row: StoredRender(
                 row_id=row.id,
                 key="e" * 64,
                 video_uri=item.format(row.id, "video.mp4"),
@@ -156,7 +156,7 @@ class _InstantRunner:
                 seconds_per_frame=0.05,
                 weights_label="synthetic:seed0:ffffffffffff+eeeeeeeeeeee",
             ),
-            "quality-control": lambda row: QCRecord(
+            "quality-control": lambda row: StoredQC(
                 row_id=row.id,
                 uri=item.format(row.id, "qc.json"),
                 verdict="pass",

@@ -67,15 +67,15 @@ def main() -> int:
     import soundfile
     import torch
 
-    from sadtalker.models import Models
+    from sadtalker.loader import Models
     from sadtalker.options import RenderOptions
     from sadtalker.pipeline import (
-        CoeffResult,
         audio_to_coefficients,
         extract_face,
         quality_check,
         render_video,
     )
+    from sadtalker.records import Coefficients
 
     figures: dict = {
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}, "
@@ -97,7 +97,7 @@ def main() -> int:
         render_s = time.perf_counter() - start
         frames = video.num_frames
 
-        def qc(path: Path, clip: CoeffResult) -> float:
+        def qc(path: Path, clip: Coefficients) -> float:
             t0 = time.perf_counter()
             report = quality_check(
                 path,
@@ -142,7 +142,7 @@ def main() -> int:
             n = round(seconds * 25)
             tiled = np.resize(coeffs.coefficients, (n, coeffs.coefficients.shape[1]))
             blink = np.resize(coeffs.blink, (n, 1)).astype(np.float32)
-            clip = CoeffResult(tiled.astype(np.float32), n, seconds, blink)
+            clip = Coefficients(tiled.astype(np.float32), n, seconds, blink)
             t = statistics.median(qc(looped, clip) for _ in range(args.repeats))
             fps = n / t
             need = {f"{r}": math.ceil(r / fps) for r in (100, 300, 1000)}

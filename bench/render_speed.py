@@ -28,8 +28,9 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
     args = parser.parse_args()
 
-    from sadtalker.models import Models
-    from sadtalker.render.batching import semantic_windows, source_image_array, source_semantics
+    from sadtalker.loader import Models
+    from sadtalker.render.animate import source_image_array
+    from sadtalker.render.windows import semantic_windows, source_semantics
 
     models = Models()
     animator = models.animator(args.size, "crop", args.device, args.dtype)

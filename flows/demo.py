@@ -2,7 +2,7 @@
 
 Ephemeral Prefect (a temporary local server; its state in the project's git-ignored ``.prefect/demo``),
 local storage into ``./outputs/demo``, the threads runner. The official weights are used when they are in
-the weights cache, synthetic ones otherwise (``sadtalker.models.Models`` decides; this says so loudly).
+the weights cache, synthetic ones otherwise (``sadtalker.loader.Models`` decides; this says so loudly).
 The example has 2 rows of 0.43 s speech (10 frames each) so that it ends in minutes on 2 CPU cores (the
 CPU renderer costs about 10-20 s per 256 px frame); the second row reuses the first row's face.
 Running it again resumes: finished rows are reused (``--force`` renders again).
@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from flows.cli import main as cli_main
     from flows.render_batch import render_batch
     from manifests import EXAMPLE_ALLOWED_PREFIXES, EXAMPLE_MANIFEST
-    from sadtalker.models import Models
+    from sadtalker.loader import Models
 
     # The demo must work on a fresh clone, where the official files cannot be there: it runs under the
     # `auto` weights policy (the official set when it is complete, else synthetic files) and says which.

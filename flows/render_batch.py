@@ -614,7 +614,7 @@ def render_batch(
             written; finished rows' results are in the results journal (``results.partial/``), which a
             rerun of the batch merges.
     """
-    from sadtalker.models import check_weights, resolve_policy  # when the flow runs: see tasks/__init__.py
+    from sadtalker.loader import check_weights, resolve_policy  # when the flow runs: see tasks/__init__.py
     from sadtalker.qc import QC_PROTOCOL, parse_threshold_overrides, resolve_thresholds, thresholds_to_dict
 
     start = time.perf_counter()

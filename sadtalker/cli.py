@@ -91,7 +91,7 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 def _render(args: argparse.Namespace) -> int:
     from sadtalker import storage, uris
     from sadtalker.errors import SadTalkerError
-    from sadtalker.models import Models, check_weights
+    from sadtalker.loader import Models, check_weights
     from sadtalker.pipeline import render_pair
     from sadtalker.qc import resolve_thresholds
     from sadtalker.timeouts import StageTimeouts

@@ -4,26 +4,25 @@
     coeffs = audio_to_coefficients(speech, face, options)   # (T, 70) motion   (per photo + speech)
     video = render_video(face, coeffs, photo, speech, out, options)   # streamed frames -> mp4
 
-Each record saves to / loads from a small ``.npz`` so that batch tasks can cache and exchange them.
-Networks come from :class:`sadtalker.models.Models` (loaded once per process).
+The records between the stages are :mod:`sadtalker.records` (``FaceRecord``, ``Coefficients`` save to /
+load from a small ``.npz``, so that batch tasks can cache and exchange them; ``VideoRecord``). Networks
+come from :class:`sadtalker.loader.Models` (loaded once per process).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from sadtalker.atomic import atomic_path
 from sadtalker.options import RenderOptions
 from sadtalker.qc.thresholds import QC_PROTOCOL  # noqa: F401  (re-exported: the QC stage compares records by it)
+from sadtalker.records import Coefficients, FaceRecord, VideoRecord
 from sadtalker.timeouts import StageTimeouts, paused, within_deadline
 
 log = logging.getLogger(__name__)
@@ -44,134 +43,12 @@ def _renderer() -> Iterator[None]:
 
 
 def _models(models):
-    from sadtalker.models import Models
+    from sadtalker.loader import Models
 
     return models or Models.shared()
 
 
-def _save_npz(path: str | Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    """Write ``arrays`` + JSON ``meta`` to ``path`` atomically (``sadtalker.atomic``)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
-
-
-def _load_npz(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {key: data[key] for key in data.files if key != "meta"}
-        meta = json.loads(bytes(data["meta"]).decode())
-    return arrays, meta
-
-
-@dataclass(frozen=True, eq=False)
-class FaceResult:
-    """A photo prepared for animation.
-
-    Attributes:
-        source_image: ``(S, S, 3)`` uint8 RGB, the renderer's source.
-        coeff_3dmm: ``(1, 73)`` float32: expression 64, angles 3, translation 3, crop scale + translation 3.
-        full_coeff: ``(1, 257)`` float32 3DMM regressor output.
-        landmarks: ``(68, 2)`` float32 stage-A landmarks in original-photo pixels (None in resize mode).
-        crop: the crop record (JSON-able dict of :class:`sadtalker.face.crop.CropRecord`).
-        num_faces: faces the detector found in the photo.
-        backend: the landmark backend used.
-    """
-
-    source_image: np.ndarray
-    coeff_3dmm: np.ndarray
-    full_coeff: np.ndarray
-    landmarks: np.ndarray | None
-    crop: dict
-    num_faces: int
-    backend: str
-
-    def crop_record(self):
-        from sadtalker.face.crop import CropRecord
-
-        return CropRecord.from_dict(self.crop)
-
-    def save(self, path: str | Path) -> None:
-        arrays = {
-            "source_image": self.source_image,
-            "coeff_3dmm": self.coeff_3dmm,
-            "full_coeff": self.full_coeff,
-        }
-        if self.landmarks is not None:
-            arrays["landmarks"] = self.landmarks
-        _save_npz(path, arrays, {"crop": self.crop, "num_faces": self.num_faces, "backend": self.backend})
-
-    @classmethod
-    def load(cls, path: str | Path) -> FaceResult:
-        arrays, meta = _load_npz(path)
-        return cls(
-            source_image=arrays["source_image"],
-            coeff_3dmm=arrays["coeff_3dmm"],
-            full_coeff=arrays["full_coeff"],
-            landmarks=arrays.get("landmarks"),
-            crop=meta["crop"],
-            num_faces=int(meta["num_faces"]),
-            backend=str(meta["backend"]),
-        )
-
-
-@dataclass(frozen=True, eq=False)
-class CoeffResult:
-    """Motion coefficients of one clip.
-
-    Attributes:
-        coefficients: ``(T, 70)`` float32: expression (64) | head pose (6).
-        num_frames: T (25 fps).
-        audio_seconds: duration of the decoded speech.
-        blink: ``(T, 1)`` the blink curve used.
-    """
-
-    coefficients: np.ndarray
-    num_frames: int
-    audio_seconds: float
-    blink: np.ndarray
-
-    def save(self, path: str | Path) -> None:
-        _save_npz(
-            path,
-            {"coefficients": self.coefficients, "blink": self.blink},
-            {"num_frames": self.num_frames, "audio_seconds": self.audio_seconds},
-        )
-
-    @classmethod
-    def load(cls, path: str | Path) -> CoeffResult:
-        arrays, meta = _load_npz(path)
-        return cls(
-            arrays["coefficients"], int(meta["num_frames"]), float(meta["audio_seconds"]), arrays["blink"]
-        )
-
-
-@dataclass(frozen=True)
-class VideoResult:
-    """A written clip.
-
-    Attributes:
-        path: the mp4.
-        num_frames: T; ``duration`` = T / 25 s (the audio is cut to the video).
-        width, height: the file's frame size (even; odd render sizes are padded by one pixel).
-        synthetic_weights: rendered with synthetic weights (not a face).
-        seconds_per_frame: the renderer's own time per frame.
-        frame_stats: :class:`sadtalker.qc.FrameStats` ``.to_dict()`` gathered while rendering (non-finite
-            float frames, blank frames, brightness, motion); feed it to ``check_video(upstream=...)``.
-        qc: the full QC record (``QCReport.to_dict()``) when the caller ran ``check_video`` on the file:
-            :func:`render_pair` does; :func:`render_video` leaves it None (the batch's QC is its own stage).
-    """
-
-    path: str
-    num_frames: int
-    duration: float
-    width: int
-    height: int
-    synthetic_weights: bool
-    seconds_per_frame: float
-    qc: dict | None = None
-    frame_stats: dict | None = None
-
-
-def extract_face(image_path: str | Path, options: RenderOptions, models=None) -> FaceResult:
+def extract_face(image_path: str | Path, options: RenderOptions, models=None) -> FaceRecord:
     """Photo -> crop and 3DMM coefficients (official ``CropAndExtract.generate``). A video given as the
     photo (by content) is its first frame, as in the reference.
 
@@ -203,7 +80,7 @@ def extract_face(image_path: str | Path, options: RenderOptions, models=None) ->
             raise
         stage_b = landmarks_to_source(landmarks, record)
     recon = extract_3dmm(models.recon_network(options.size), source, stage_b, path=str(image_path))
-    return FaceResult(
+    return FaceRecord(
         source_image=source,
         coeff_3dmm=recon.coeff_3dmm.astype(np.float32),
         full_coeff=recon.full_coeff.astype(np.float32),
@@ -238,8 +115,8 @@ def reference_video_coefficients(path: str | Path, options: RenderOptions, model
 
 
 def audio_to_coefficients(
-    audio_path: str | Path, face: FaceResult, options: RenderOptions, models=None
-) -> CoeffResult:
+    audio_path: str | Path, face: FaceRecord, options: RenderOptions, models=None
+) -> Coefficients:
     """Speech -> ``(T, 70)`` coefficients (official ``get_data`` and ``Audio2Coeff.generate``). Random
     draws come from ``options.seed`` only.
 
@@ -278,12 +155,12 @@ def audio_to_coefficients(
             ref_eyeblink=ref_eyeblink,
             ref_pose=ref_pose,
         )
-    return CoeffResult(result.coefficients, frames, len(wav) / 16_000, result.blink)
+    return Coefficients(result.coefficients, frames, len(wav) / 16_000, result.blink)
 
 
 def render_video(
-    face: FaceResult,
-    coeffs: CoeffResult,
+    face: FaceRecord,
+    coeffs: Coefficients,
     image_path: str | Path,
     audio_path: str | Path,
     out_path: str | Path,
@@ -291,9 +168,10 @@ def render_video(
     models=None,
     progress: bool = False,
     enhancer=None,
-) -> VideoResult:
+) -> VideoRecord:
     """Coefficients -> frames -> mp4 with the speech muxed in (official ``get_facerender_data`` and
-    ``AnimateFromCoeff.generate``).
+    ``AnimateFromCoeff.generate``). The render engine (:meth:`sadtalker.render.animate.FaceAnimator.frames`)
+    turns the records into uint8 frames; this function does the media work on them.
 
     ``options.enhancer`` (``gfpgan``) restores the aligned S x S face of each rendered batch
     (:func:`sadtalker.enhance.enhance_frames`, on ``options.device``) before the resize and any paste-back.
@@ -309,46 +187,23 @@ def render_video(
     from sadtalker.enhance import enhance_frames
     from sadtalker.face.image import load_image
     from sadtalker.qc import FrameStats
-    from sadtalker.render.batching import (
-        camera_angle_sequence,
-        source_image_array,
-        source_semantics,
-        target_coefficients,
-    )
-    from sadtalker.render.postprocess import frames_to_uint8
     from sadtalker.video import PasteBack, VideoWriter
     from sadtalker.video.postprocess import output_size, resize_frames
 
     models = _models(models)
     record = face.crop_record()
-    full = record.is_full
     animator = models.animator(options.size, options.preprocess, options.device, options.dtype)
     # options.enhancer: restore the aligned S x S face of every frame, before the resize and any paste-back
     face_enhancer = None
     if options.enhancer != "none":
         face_enhancer = models.enhancer(options.enhancer, options.size, options.preprocess, options.device)
     frames = coeffs.num_frames
-    source_row = face.coeff_3dmm[0]
-    targets = target_coefficients(
-        coeffs.coefficients,
-        source_row,
-        expression_scale=options.expression_scale,
-        still=options.still,
-        full=full,
-    )
-    angles = {
-        name: None if values is None else camera_angle_sequence(values, frames)
-        for name, values in (
-            ("yaw", options.input_yaw),
-            ("pitch", options.input_pitch),
-            ("roll", options.input_roll),
-        )
-    }
     width, height = output_size(options.size, record.crop_info_size)
     paste = None
-    if full:
+    if record.is_full:
         paste = PasteBack(load_image(image_path).pixels, record.paste_box)
     stats = FrameStats()
+    rendered = animator.frames(face, coeffs, options, stats)  # (B, S, S, 3) uint8; inputs checked now
     bar = None
     if progress:
         from tqdm import tqdm
@@ -356,17 +211,16 @@ def render_video(
         bar = tqdm(total=frames, unit="frame", desc=Path(out_path).name)
     synthetic = models.weights(options.size, options.preprocess).synthetic
     start = time.perf_counter()
-    with _renderer(), VideoWriter(out_path, audio=audio_path, num_frames=frames) as writer:
-        animator.set_source(
-            source_image_array(face.source_image), source_semantics(source_row, animator.coeff_nc)
-        )
+    with (
+        _renderer(),
+        VideoWriter(out_path, audio=audio_path, num_frames=frames) as writer,
+        # closed on any exit: the engine drops the clip's source state, also when the render stops early
+        contextlib.closing(
+            within_deadline(rendered, lambda: f"stopped after {writer.frames_written} of {frames} frames")
+        ) as batches,
+    ):
         try:
-            for chunk in within_deadline(
-                animator.animate(targets, options.batch_size, **angles),
-                lambda: f"stopped after {writer.frames_written} of {frames} frames",
-            ):
-                stats.update_float(chunk)  # NaN / Inf would be clipped away silently by the uint8 conversion
-                images = frames_to_uint8(chunk)  # (B, S, S, 3)
+            for images in batches:
                 if face_enhancer is not None:
                     images = enhance_frames(images, face_enhancer, options.device)
                 images = resize_frames(images, width, height)  # (B, h, S, 3)
@@ -379,7 +233,6 @@ def render_video(
                 if bar is not None:
                     bar.update(len(images))
         finally:
-            animator.clear_source()
             if bar is not None:
                 bar.close()
     elapsed = time.perf_counter() - start
@@ -388,7 +241,7 @@ def render_video(
     if stats.nonfinite_frames:
         log.warning("%s: %d rendered frames had NaN / Inf values", out_path, stats.nonfinite_frames)
     out_w, out_h = writer.output_size or (width, height)
-    return VideoResult(
+    return VideoRecord(
         path=str(out_path),
         num_frames=frames,
         duration=frames / FPS,
@@ -401,7 +254,7 @@ def render_video(
     )
 
 
-def qc_source_image(face: FaceResult, image_path: str | Path) -> np.ndarray:
+def qc_source_image(face: FaceRecord, image_path: str | Path) -> np.ndarray:
     """The picture a render should look like, for QC: the S x S source crop, or the original photo in
     ``full`` / ``extfull`` modes (whose output is that photo with the face pasted back)."""
     if face.crop_record().is_full:
@@ -413,8 +266,8 @@ def qc_source_image(face: FaceResult, image_path: str | Path) -> np.ndarray:
 
 def quality_check(
     video_path: str | Path,
-    face: FaceResult,
-    coeffs: CoeffResult,
+    face: FaceRecord,
+    coeffs: Coefficients,
     image_path: str | Path,
     audio_path: str | Path,
     options: RenderOptions | None = None,
@@ -425,7 +278,7 @@ def quality_check(
 ):
     """Full QC (:func:`sadtalker.qc.check_video`) of a rendered clip, with everything the pipeline knows:
     the source face (:func:`qc_source_image`), the speech, the coefficients, the frame count and the
-    in-render statistics (``VideoResult.frame_stats``). Returns a :class:`sadtalker.qc.QCReport`.
+    in-render statistics (``VideoRecord.frame_stats``). Returns a :class:`sadtalker.qc.QCReport`.
 
     ``models``: when given, face presence uses its landmarker (the project's, as the clip's face was found);
     otherwise dlib's detector. ``options`` is accepted for symmetry with the other stages (the crop record
@@ -456,9 +309,9 @@ def render_pair(
     progress: bool = False,
     thresholds=None,
     timeouts: StageTimeouts | None = None,
-) -> VideoResult:
+) -> VideoRecord:
     """The whole model for one photo + speech pair (models are loaded once per process and reused), then
-    the full QC of the written file in ``VideoResult.qc`` (a failed QC keeps the video: it is reported,
+    the full QC of the written file in ``VideoRecord.qc`` (a failed QC keeps the video: it is reported,
     not deleted). ``thresholds``: QC threshold overrides (:func:`sadtalker.qc.parse_threshold_overrides`).
     ``timeouts``: each stage's time limit (:class:`sadtalker.timeouts.StageTimeouts`; the render's scales
     with the clip's frames); past one, ``StageTimeout`` is raised. None: no limits."""

@@ -14,7 +14,7 @@ counts, timings):
 Every stage task is ``@task(**STAGE_TASK_OPTIONS)`` (``tasks.retry``: transient faults only are retried;
 bad input never), ``@redact_errors`` (``tasks.logs``) and ``@timed_stage`` (``tasks.deadlines``).
 
-A task body imports ``sadtalker.pipeline`` and ``sadtalker.models`` when it runs, not at the top of its
+A task body imports ``sadtalker.pipeline`` and ``sadtalker.loader`` when it runs, not at the top of its
 module: importing the tasks (the flow process, the CLI) must not import torch. The orchestration tests
 rely on that too: they put a fake module in ``sys.modules`` under those names (tests/pipeline_fakes.py).
 

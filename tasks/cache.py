@@ -32,7 +32,7 @@ def key_lock(key: str) -> Iterator[None]:
         yield
 
 
-class _Artefact(Protocol):  # FaceResult, CoeffResult
+class _Artefact(Protocol):  # FaceRecord, Coefficients
     def save(self, path: str | Path) -> None: ...
 
 

@@ -15,12 +15,13 @@ from sadtalker import storage
 from sadtalker.coeffs.reference import is_reference_video
 from sadtalker.hashing import sha256_file
 from sadtalker.inputs import InputFiles
+from sadtalker.records import Coefficients, FaceRecord
 from tasks.cache import cached_artefact
 from tasks.deadlines import timed_stage
 from tasks.devices import resolve_device
 from tasks.keys import coeffs_key, reference_key, weights_fingerprint
 from tasks.logs import logger, redact_errors
-from tasks.records import CoeffRecord, FaceRecord, StageContext
+from tasks.records import StageContext, StoredCoeffs, StoredFace
 from tasks.retry import STAGE_TASK_OPTIONS
 
 __all__ = ["CachedReference", "coefficients_task", "reference_coefficients_cached"]
@@ -85,14 +86,14 @@ def reference_coefficients_cached(
 )
 @redact_errors
 @timed_stage("coeffs")
-def coefficients_task(row: ManifestRow, face: FaceRecord, ctx: StageContext) -> CoeffRecord:
+def coefficients_task(row: ManifestRow, face: StoredFace, ctx: StageContext) -> StoredCoeffs:
     """Compute the coefficients of ``row.audio`` for ``face`` into ``<cache>/coeffs/<key>.npz`` unless they
     are there (or ``force``); copy them to ``items/<id>/coeffs.npz``. Reference files (``ref_eyeblink``,
     ``ref_pose``) are downloaded and hashed into the key; a reference video (by content) is reconstructed
     once into ``<cache>/refs/`` (:func:`reference_coefficients_cached`) and its key enters the key. Every
     input file is checked against ``ctx.allowed_prefixes`` as it is opened (``OutsidePrefixesError``)."""
     from sadtalker import pipeline as pl  # when the task runs: see tasks/__init__.py
-    from sadtalker.models import Models
+    from sadtalker.loader import Models
 
     start = time.perf_counter()
     models = Models.shared(ctx.weights)
@@ -121,16 +122,16 @@ def coefficients_task(row: ManifestRow, face: FaceRecord, ctx: StageContext) -> 
         cache_uri = ctx.paths.coeffs_cache(key)
 
         def compute() -> Any:
-            face_result = pl.FaceResult.load(storage.localize(face.cache_uri, tmp))
-            return pl.audio_to_coefficients(audio, face_result, options, models)
+            face_record = FaceRecord.load(storage.localize(face.cache_uri, tmp))
+            return pl.audio_to_coefficients(audio, face_record, options, models)
 
         coeffs, reused = cached_artefact(
-            key, cache_uri, item.coeffs, ctx.force, tmp, pl.CoeffResult.load, compute
+            key, cache_uri, item.coeffs, ctx.force, tmp, Coefficients.load, compute
         )
     seconds = time.perf_counter() - start
     verb = "reused" if reused else "computed"
     logger().info("coefficients %s: %s, %d frames in %.2f s", row.id, verb, coeffs.num_frames, seconds)
-    return CoeffRecord(
+    return StoredCoeffs(
         row_id=row.id,
         audio_sha256=audio_sha,
         key=key,

@@ -1,4 +1,5 @@
-"""Stage 1: photo -> crop + 3DMM (``FaceResult``), content-addressed and reused across batches."""
+"""Stage 1: photo -> crop + 3DMM (a ``sadtalker.records.FaceRecord``), content-addressed and reused across
+batches."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from manifests.schema import ManifestRow
 from sadtalker import storage
 from sadtalker.hashing import sha256_file
 from sadtalker.inputs import InputFiles
+from sadtalker.records import FaceRecord
 from tasks.cache import cached_artefact
 from tasks.deadlines import timed_stage
 from tasks.devices import resolve_device
 from tasks.keys import face_key, weights_fingerprint
 from tasks.logs import logger, redact_errors
-from tasks.records import FaceRecord, StageContext
+from tasks.records import StageContext, StoredFace
 from tasks.retry import STAGE_TASK_OPTIONS
 
 __all__ = ["extract_face_task"]
@@ -28,14 +30,14 @@ __all__ = ["extract_face_task"]
 )
 @redact_errors
 @timed_stage("face")
-def extract_face_task(row: ManifestRow, ctx: StageContext) -> FaceRecord:
+def extract_face_task(row: ManifestRow, ctx: StageContext) -> StoredFace:
     """Extract the face of ``row.image`` into ``<cache>/face/<key>.npz`` unless it is there (or ``force``);
     copy it to ``items/<id>/face.npz``. Raises ``InputError`` (no face, unreadable photo, a photo outside
     ``ctx.allowed_prefixes`` when opened: ``OutsidePrefixesError``): never retried.
     The key names the worker's landmark backend and its weights: a worker that fell back to dlib never
     reuses, or overwrites, a face that face-alignment found (nor the reverse)."""
     from sadtalker import pipeline as pl  # when the task runs: see tasks/__init__.py
-    from sadtalker.models import Models
+    from sadtalker.loader import Models
 
     start = time.perf_counter()
     models = Models.shared(ctx.weights)
@@ -55,7 +57,7 @@ def extract_face_task(row: ManifestRow, ctx: StageContext) -> FaceRecord:
             item.face,
             ctx.force,
             tmp,
-            pl.FaceResult.load,
+            FaceRecord.load,
             lambda: pl.extract_face(image, options, models),
         )
     seconds = time.perf_counter() - start
@@ -66,7 +68,7 @@ def extract_face_task(row: ManifestRow, ctx: StageContext) -> FaceRecord:
         seconds,
         landmarks["backend"],
     )
-    return FaceRecord(
+    return StoredFace(
         row_id=row.id,
         image_sha256=image_sha,
         key=key,

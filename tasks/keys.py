@@ -29,12 +29,12 @@ __all__ = [
 KEY_VERSION = 1
 
 
-class _WeightSet(Protocol):  # sadtalker.models.WeightSet
+class _WeightSet(Protocol):  # sadtalker.loader.WeightSet
     sha256: Mapping[str, str]
     synthetic: bool
 
 
-class _Models(Protocol):  # sadtalker.models.Models
+class _Models(Protocol):  # sadtalker.loader.Models
     def weights(self, size: int, preprocess: str) -> _WeightSet: ...
 
 

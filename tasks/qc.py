@@ -19,11 +19,12 @@ from prefect import task
 from manifests.schema import ManifestRow
 from sadtalker import storage
 from sadtalker.inputs import InputFiles
+from sadtalker.records import Coefficients, FaceRecord
 from sadtalker.redaction import redact
 from tasks.deadlines import timed_stage
 from tasks.devices import resolve_device
 from tasks.logs import logger, redact_errors
-from tasks.records import CoeffRecord, FaceRecord, QCRecord, RenderRecord, StageContext
+from tasks.records import StageContext, StoredCoeffs, StoredFace, StoredQC, StoredRender
 from tasks.retry import STAGE_TASK_OPTIONS
 
 __all__ = ["flat_metrics", "qc_task", "thresholds_digest"]
@@ -76,8 +77,8 @@ def _reusable(uri: str, render_key: str, protocol: str, digest: str) -> dict[str
 @redact_errors
 @timed_stage("qc")
 def qc_task(
-    row: ManifestRow, face: FaceRecord, render: RenderRecord, coeffs: CoeffRecord, ctx: StageContext
-) -> QCRecord:
+    row: ManifestRow, face: StoredFace, render: StoredRender, coeffs: StoredCoeffs, ctx: StageContext
+) -> StoredQC:
     """Decode the row's stored video and check it against its photo, speech and coefficients
     (``sadtalker.pipeline.quality_check``); write ``items/<id>/qc.json`` and the report thumbnails.
 
@@ -85,7 +86,7 @@ def qc_task(
     A missing or empty video fails the stage; a bad video gives verdict ``fail`` (the row fails at ``qc``
     in the flow) and is kept as it is."""
     from sadtalker import pipeline as pl  # when the task runs: see tasks/__init__.py
-    from sadtalker.models import Models
+    from sadtalker.loader import Models
 
     start = time.perf_counter()
     item = ctx.paths.item(row.id)
@@ -104,8 +105,8 @@ def qc_task(
         with storage.scratch_dir() as tmp, InputFiles(tmp, ctx.allowed_prefixes) as inputs:
             report = pl.quality_check(
                 storage.localize(render.video_uri, tmp),
-                pl.FaceResult.load(storage.localize(face.cache_uri, tmp)),
-                pl.CoeffResult.load(storage.localize(coeffs.cache_uri, tmp)),
+                FaceRecord.load(storage.localize(face.cache_uri, tmp)),
+                Coefficients.load(storage.localize(coeffs.cache_uri, tmp)),
                 inputs.localize(row.image),  # both checked against the prefixes as they are opened
                 inputs.localize(row.audio),
                 options,
@@ -131,7 +132,7 @@ def qc_task(
     problems = tuple(str(p) for p in record.get("problems", []))
     log = logger().warning if verdict == "fail" else logger().info
     log("qc %s: %s%s", row.id, verdict, f" ({'; '.join(problems)})" if problems else "")
-    return QCRecord(
+    return StoredQC(
         row_id=row.id,
         uri=item.qc,
         verdict=verdict,

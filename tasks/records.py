@@ -1,4 +1,7 @@
-"""The small records tasks exchange: storage URIs, hashes, counts and timings (never frame arrays).
+"""The small records the stage tasks return: where a stage's artefact is stored (URIs, keys, hashes), its
+counts and timings, never arrays. ``StoredFace`` and ``StoredCoeffs`` point at a stored
+``sadtalker.records.FaceRecord`` / ``Coefficients`` (the model's records, which the next stage loads);
+``StoredRender`` at the row's video, ``StoredQC`` at its QC record.
 
 Each stage record also says which columns of the batch's ``results.parquet`` it fills (``result_fields``).
 """
@@ -11,7 +14,7 @@ from typing import Any
 from sadtalker.paths import BatchPaths
 from sadtalker.timeouts import StageTimeouts
 
-__all__ = ["CoeffRecord", "FaceRecord", "QCRecord", "RenderRecord", "StageContext"]
+__all__ = ["StageContext", "StoredCoeffs", "StoredFace", "StoredQC", "StoredRender"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class StageContext:
 
 
 @dataclass(frozen=True)
-class FaceRecord:
+class StoredFace:
     """Photo -> crop + 3DMM: ``cache_uri`` is content-addressed, ``uri`` the row's copy.
     ``landmark_backend`` / ``landmark_weights``: the landmarker that found the face (``face-alignment`` or
     ``dlib``) and the SHA-256 over its files, both part of the face key (``Models.landmarker_identity``)."""
@@ -72,7 +75,7 @@ class FaceRecord:
 
 
 @dataclass(frozen=True)
-class CoeffRecord:
+class StoredCoeffs:
     """Audio (+ face) -> (T, 70) coefficients."""
 
     row_id: str
@@ -97,7 +100,7 @@ class CoeffRecord:
 
 
 @dataclass(frozen=True)
-class RenderRecord:
+class StoredRender:
     """The row's video. ``seconds``: the task's wall time (on CPU it includes waiting for the process's
     renderer, which renders one clip at a time); ``wait_seconds``: time spent waiting for the GPU slot (0 on
     CPU); ``seconds_per_frame``: the renderer's own time per frame. ``frame_stats``: what the renderer saw
@@ -140,7 +143,7 @@ class RenderRecord:
 
 
 @dataclass(frozen=True)
-class QCRecord:
+class StoredQC:
     """QC of the stored video: ``verdict`` pass, warn or fail (``problems`` says why, worst first);
     ``metrics``: every figure and its verdict, flat (``name``, ``name__verdict``), for ``qc.parquet``."""
 

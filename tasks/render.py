@@ -10,11 +10,12 @@ from prefect import task
 from manifests.schema import ManifestRow
 from sadtalker import storage
 from sadtalker.inputs import InputFiles
+from sadtalker.records import Coefficients, FaceRecord
 from tasks.deadlines import timed_stage
 from tasks.devices import render_slot, resolve_device
 from tasks.keys import enhancer_fingerprint, render_key, weights_fingerprint
 from tasks.logs import logger, redact_errors
-from tasks.records import CoeffRecord, FaceRecord, RenderRecord, StageContext
+from tasks.records import StageContext, StoredCoeffs, StoredFace, StoredRender
 from tasks.retry import STAGE_TASK_OPTIONS
 
 __all__ = ["render_task"]
@@ -37,13 +38,13 @@ def _previous(record_uri: str, video_uri: str, key: str) -> dict[str, Any] | Non
 )
 @redact_errors
 @timed_stage("render")
-def render_task(row: ManifestRow, face: FaceRecord, coeffs: CoeffRecord, ctx: StageContext) -> RenderRecord:
+def render_task(row: ManifestRow, face: StoredFace, coeffs: StoredCoeffs, ctx: StageContext) -> StoredRender:
     """Render ``items/<id>/video.mp4`` unless ``items/<id>/render.json`` already records this render key
     (or ``force``). The video is uploaded atomically, then the record: a failed or killed attempt leaves
     the previous good video (and its record) as they were. On CUDA the render holds one slot of the
     worker's GPU concurrency limit; downloads and uploads happen outside it."""
     from sadtalker import pipeline as pl  # when the task runs: see tasks/__init__.py
-    from sadtalker.models import Models
+    from sadtalker.loader import Models
 
     start = time.perf_counter()
     models = Models.shared(ctx.weights)
@@ -67,12 +68,12 @@ def render_task(row: ManifestRow, face: FaceRecord, coeffs: CoeffRecord, ctx: St
         with storage.scratch_dir() as tmp, InputFiles(tmp, ctx.allowed_prefixes) as inputs:
             image = inputs.localize(row.image)  # both checked against the prefixes as they are opened
             audio = inputs.localize(row.audio)
-            face_result = pl.FaceResult.load(storage.localize(face.cache_uri, tmp))
-            coeff_result = pl.CoeffResult.load(storage.localize(coeffs.cache_uri, tmp))
+            face_record = FaceRecord.load(storage.localize(face.cache_uri, tmp))
+            coefficients = Coefficients.load(storage.localize(coeffs.cache_uri, tmp))
             out = tmp / "video.mp4"
             with render_slot(device) as slot:
                 video = pl.render_video(
-                    face_result, coeff_result, image, audio, out, options, models, progress=ctx.progress
+                    face_record, coefficients, image, audio, out, options, models, progress=ctx.progress
                 )
             wait = slot["wait"]
             storage.upload(video.path, item.video)
@@ -89,14 +90,14 @@ def render_task(row: ManifestRow, face: FaceRecord, coeffs: CoeffRecord, ctx: St
             "synthetic_weights": bool(video.synthetic_weights),
             "weights": weights_label,
             "device": device,
-            "seconds_per_frame": getattr(video, "seconds_per_frame", None),
-            "frame_stats": getattr(video, "frame_stats", None),
+            "seconds_per_frame": video.seconds_per_frame,
+            "frame_stats": video.frame_stats,
         }
         storage.write_json(item.render_record, previous)
     seconds = time.perf_counter() - start
     verb = "reused" if reused else "rendered"
     logger().info("render %s: %s, %d frames in %.2f s", row.id, verb, previous["num_frames"], seconds)
-    return RenderRecord(
+    return StoredRender(
         row_id=row.id,
         key=key,
         video_uri=item.video,

@@ -52,7 +52,7 @@ def test_data() -> Path:
 
 @pytest.fixture
 def fake_pipeline(monkeypatch: pytest.MonkeyPatch):
-    """The fake pipeline (tests/pipeline_fakes.py) as ``sadtalker.pipeline`` / ``sadtalker.models`` for one
+    """The fake pipeline (tests/pipeline_fakes.py) as ``sadtalker.pipeline`` / ``sadtalker.loader`` for one
     test, with fresh call counters and no retry delays."""
     import pipeline_fakes
 
@@ -62,7 +62,7 @@ def fake_pipeline(monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture(scope="session")
 def models():
     """One model holder for the whole session (networks load once, as in a worker process)."""
-    from sadtalker.models import Models
+    from sadtalker.loader import Models
 
     return Models(landmarker="dlib")
 

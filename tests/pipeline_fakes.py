@@ -1,13 +1,13 @@
-"""TEST-ONLY stand-in for ``sadtalker.pipeline`` and ``sadtalker.models`` in the orchestration tests.
+"""TEST-ONLY stand-in for ``sadtalker.pipeline`` and ``sadtalker.loader`` in the orchestration tests.
 
 It follows their contract (``Models.shared``, ``Models.weights`` and ``Models.landmarker_identity``,
-``extract_face``,
-``audio_to_coefficients``, ``render_video`` and the ``FaceResult`` / ``CoeffResult`` / ``VideoResult``
-records) and costs nothing: no torch, no model. It is switched on only by tests, in two ways:
+``extract_face``, ``audio_to_coefficients``, ``render_video``, ``quality_check``), returns the real records
+of :mod:`sadtalker.records` (so the tasks' contract with the pipeline cannot drift unseen) and costs
+nothing: no torch, no model. It is switched on only by tests, in two ways:
 
 - in process: the ``fake_pipeline`` fixtures (tests/test_flow.py, tests/test_s3.py) call :func:`install`
   through pytest's ``monkeypatch``, which puts this module in ``sys.modules`` as ``sadtalker.pipeline`` and
-  ``sadtalker.models`` for one test (the stage tasks import both when they run, so they find it there);
+  ``sadtalker.loader`` for one test (the stage tasks import both when they run, so they find it there);
 - in subprocesses (the Prefect worker and its flow-run processes, a run killed midway): the folder
   ``tests/fake_site`` is put on ``PYTHONPATH``; its ``sitecustomize.py`` (Python's own start-up hook)
   calls :func:`install`. Production never has that folder on its path; there is no switch in the
@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 
 from sadtalker.errors import AudioError, NoFaceError, WeightsError
-from sadtalker.pipeline import VideoResult  # the real record: the tasks' contract with the pipeline
+from sadtalker.records import Coefficients, FaceRecord, VideoRecord  # the real records: the tasks' contract
 
 FPS = 25.0
 QC_PROTOCOL = "sadtalker-qc/2"
@@ -89,43 +89,6 @@ def reset() -> None:
         _FLAKY_SEEN.clear()
     Models._shared = {}
     Models.instances = 0
-
-
-@dataclass(frozen=True)
-class FaceResult:
-    num_faces: int
-    digest: str
-    size: int
-    backend: str = "face-alignment"
-
-    def save(self, path: str | Path) -> None:
-        np.savez(path, num_faces=self.num_faces, digest=self.digest, size=self.size, backend=self.backend)
-
-    @classmethod
-    def load(cls, path: str | Path) -> FaceResult:
-        with np.load(path) as z:
-            return cls(
-                num_faces=int(z["num_faces"]),
-                digest=str(z["digest"]),
-                size=int(z["size"]),
-                backend=str(z["backend"]),
-            )
-
-
-@dataclass(frozen=True)
-class CoeffResult:
-    coefficients: np.ndarray
-    num_frames: int
-    audio_seconds: float
-
-    def save(self, path: str | Path) -> None:
-        np.savez(path, coefficients=self.coefficients, audio_seconds=self.audio_seconds)
-
-    @classmethod
-    def load(cls, path: str | Path) -> CoeffResult:
-        with np.load(path) as z:
-            c = z["coefficients"]
-            return cls(coefficients=c, num_frames=int(c.shape[0]), audio_seconds=float(z["audio_seconds"]))
 
 
 @dataclass(frozen=True)
@@ -181,7 +144,7 @@ def resolve_policy(policy: str | None = None) -> str:
 def check_weights(
     policy: str | None = None, sizes: Any = (256,), preprocesses: Any = ("crop",), enhancers: Any = ()
 ) -> WeightReport:
-    """Like ``sadtalker.models.check_weights``: ``official`` refuses unless
+    """Like ``sadtalker.loader.check_weights``: ``official`` refuses unless
     ``$PIPELINE_FAKES_OFFICIAL_WEIGHTS`` is set; otherwise every set is synthetic."""
     policy = resolve_policy(policy)
     official = bool(os.environ.get(OFFICIAL_ENV)) and policy != "synthetic"
@@ -199,7 +162,7 @@ def check_weights(
 
 
 class Models:
-    """Counts how often it is built: once per process is the contract (``sadtalker.models.Models``)."""
+    """Counts how often it is built: once per process is the contract (``sadtalker.loader.Models``)."""
 
     _shared: dict[str, Models] = {}
     instances = 0
@@ -217,7 +180,7 @@ class Models:
         type(self).instances += 1
 
     def landmarker_identity(self) -> dict[str, str]:
-        """Like ``sadtalker.models.Models.landmarker_identity``: decided when the models are built."""
+        """Like ``sadtalker.loader.Models.landmarker_identity``: decided when the models are built."""
         weights = hashlib.sha256(f"fake-{self.landmark_backend}-weights".encode()).hexdigest()
         return {"backend": self.landmark_backend, "weights": weights}
 
@@ -231,7 +194,7 @@ class Models:
             return cls._shared[policy]
 
 
-def extract_face(image_path: str | Path, options: Any, models: Models | None = None) -> FaceResult:
+def extract_face(image_path: str | Path, options: Any, models: Models | None = None) -> FaceRecord:
     _record("extract_face", image_path)
     data = Path(image_path).read_bytes()
     if b"NOFACE" in data:
@@ -244,14 +207,25 @@ def extract_face(image_path: str | Path, options: Any, models: Models | None = N
         if seen < int(flaky.group(1)):
             raise OSError(f"simulated storage hiccup #{seen + 1}")
     backend = (models or Models.shared()).landmarker_identity()["backend"]
-    return FaceResult(
-        num_faces=1, digest=hashlib.sha256(data).hexdigest(), size=options.size, backend=backend
+    return FaceRecord(
+        source_image=_photo_mark(data),
+        coeff_3dmm=np.zeros((1, 73), np.float32),
+        full_coeff=np.zeros((1, 257), np.float32),
+        landmarks=None,
+        crop={},  # no crop: nothing here reads it
+        num_faces=1,
+        backend=backend,
     )
 
 
+def _photo_mark(photo: bytes) -> np.ndarray:
+    """A 3 x 3 "source image" made of the photo's SHA-256, so that a fake video names the photo it shows."""
+    return np.frombuffer(hashlib.sha256(photo).digest()[:27], np.uint8).reshape(3, 3, 3)
+
+
 def audio_to_coefficients(
-    audio_path: str | Path, face: FaceResult, options: Any, models: Models | None = None
-) -> CoeffResult:
+    audio_path: str | Path, face: FaceRecord, options: Any, models: Models | None = None
+) -> Coefficients:
     _record("audio_to_coefficients", audio_path)
     data = Path(audio_path).read_bytes()
     if b"HANG" in data and os.environ.get("PIPELINE_FAKES_HANG") == "1":
@@ -265,23 +239,24 @@ def audio_to_coefficients(
     match = re.search(rb"FRAMES=(\d+)", data)
     frames = int(match.group(1)) if match else 8
     rng = np.random.default_rng(options.seed + options.pose_style)
-    return CoeffResult(
+    return Coefficients(
         coefficients=rng.standard_normal((frames, 70)).astype(np.float32),
         num_frames=frames,
         audio_seconds=frames / FPS,
+        blink=np.zeros((frames, 1), np.float32),
     )
 
 
 def render_video(
-    face: FaceResult,
-    coeffs: CoeffResult,
+    face: FaceRecord,
+    coeffs: Coefficients,
     image_path: str | Path,
     audio_path: str | Path,
     out_path: str | Path,
     options: Any,
     models: Models | None = None,
     progress: bool = False,
-) -> VideoResult:
+) -> VideoRecord:
     _record("render_video", audio_path)
     audio = Path(audio_path).read_bytes()
     if b"RENDERFAIL" in audio:
@@ -297,11 +272,12 @@ def render_video(
         for _ in within_deadline(batches()):
             _record("render_batch", audio_path)
     out = Path(out_path)
-    payload = {"face": face.digest, "frames": coeffs.num_frames, "still": options.still, "t": time.time()}
+    face_mark = face.source_image.tobytes().hex()
+    payload = {"face": face_mark, "frames": coeffs.num_frames, "still": options.still, "t": time.time()}
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(b"FAKEMP4" + json.dumps(payload).encode())
     os.replace(tmp, out)
-    return VideoResult(
+    return VideoRecord(
         path=str(out),
         num_frames=coeffs.num_frames,
         duration=coeffs.num_frames / FPS,
@@ -315,8 +291,8 @@ def render_video(
 
 def quality_check(
     video_path: str | Path,
-    face: FaceResult,
-    coeffs: CoeffResult,
+    face: FaceRecord,
+    coeffs: Coefficients,
     image_path: str | Path,
     audio_path: str | Path,
     options: Any,
@@ -374,12 +350,12 @@ def quality_check(
 
 
 def install(monkeypatch: Any = None) -> None:
-    """Make this module ``sadtalker.pipeline`` and ``sadtalker.models`` (through ``monkeypatch`` when given:
+    """Make this module ``sadtalker.pipeline`` and ``sadtalker.loader`` (through ``monkeypatch`` when given:
     undone after the test)."""
     import sadtalker
 
     module = sys.modules[__name__]
-    for name in ("pipeline", "models"):
+    for name in ("pipeline", "loader"):
         if monkeypatch is not None:
             monkeypatch.setitem(sys.modules, f"sadtalker.{name}", module)
             monkeypatch.setattr(sadtalker, name, module, raising=False)

@@ -20,6 +20,7 @@ from sadtalker.enhance import gfpgan as gf
 from sadtalker.enhance.frames import enhance_frames, from_network, resize_back, to_network
 from sadtalker.errors import WeightsError
 from sadtalker.options import RenderOptions
+from sadtalker.render.animate import FaceAnimator
 from sadtalker.weights.loading import load_strict
 
 TSV = Path(__file__).parent / "data" / "GFPGANv1.4.pth.tsv"
@@ -322,10 +323,14 @@ def test_enhancer_weights_follow_the_render(tmp_path, monkeypatch, small_file):
 # ------------------------------------------------------------------------------------ render_video hook
 
 
-class _FakeAnimator:
-    """Yields flat grey-ramp frames (no network): what reaches the encoder is then easy to compare."""
+class _FakeAnimator(FaceAnimator):
+    """The engine's clip loop (:meth:`FaceAnimator.frames`) around flat grey-ramp frames (no network): what
+    reaches the encoder is then easy to compare."""
 
     coeff_nc = 70
+
+    def __init__(self):
+        pass
 
     def set_source(self, image, semantics):
         pass
@@ -357,7 +362,8 @@ class _FakeModels:
 
 def test_render_video_enhances_the_face_before_resizing(tmp_path, monkeypatch, small_net, speech_prefix):
     from sadtalker.face.crop import CropRecord
-    from sadtalker.pipeline import CoeffResult, FaceResult, render_video
+    from sadtalker.pipeline import render_video
+    from sadtalker.records import Coefficients, FaceRecord
     from sadtalker.video import VideoWriter
 
     crop = CropRecord(
@@ -372,7 +378,7 @@ def test_render_video_enhances_the_face_before_resizing(tmp_path, monkeypatch, s
         256,
     )
     rng = np.random.default_rng(0)
-    face = FaceResult(
+    face = FaceRecord(
         np.full((256, 256, 3), 128, np.uint8),
         rng.normal(size=(1, 73)).astype(np.float32),
         np.zeros((1, 257), np.float32),
@@ -381,7 +387,7 @@ def test_render_video_enhances_the_face_before_resizing(tmp_path, monkeypatch, s
         1,
         "test",
     )
-    coeffs = CoeffResult(rng.normal(size=(3, 70)).astype(np.float32), 3, 0.12, np.zeros((3, 1), np.float32))
+    coeffs = Coefficients(rng.normal(size=(3, 70)).astype(np.float32), 3, 0.12, np.zeros((3, 1), np.float32))
     audio = speech_prefix(tmp_path / "a.wav", 0.12)
     written: list[np.ndarray] = []
     real_write = VideoWriter.write
@@ -398,7 +404,7 @@ def test_render_video_enhances_the_face_before_resizing(tmp_path, monkeypatch, s
     assert np.abs(plain.astype(int) - enhanced).mean() > 5
     assert models.calls[-1] == ("gfpgan", 256, "crop", "cpu")
     # the written frames are the enhanced S x S faces, then resized: what the hook's pieces give
-    from sadtalker.render.postprocess import frames_to_uint8
+    from sadtalker.render.animate import frames_to_uint8
     from sadtalker.video.postprocess import resize_frames
 
     rendered = frames_to_uint8(next(_FakeAnimator().animate(np.zeros((1, 70)), 1)))
@@ -407,7 +413,7 @@ def test_render_video_enhances_the_face_before_resizing(tmp_path, monkeypatch, s
 
 
 def test_models_load_the_enhancer_once_per_device(tmp_path, monkeypatch):
-    from sadtalker.models import Models
+    from sadtalker.loader import Models
 
     monkeypatch.setenv("SADTALKER_HOME", str(tmp_path / "home"))
     real_writer, real_loader = gf.write_synthetic_gfpgan, gf.load_gfpgan

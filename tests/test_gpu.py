@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from sadtalker.render.batching import semantic_windows, source_image_array, source_semantics
+from sadtalker.render.animate import source_image_array
+from sadtalker.render.windows import semantic_windows, source_semantics
 
 pytestmark = [
     pytest.mark.gpu,

@@ -63,14 +63,14 @@ def test_the_check_sees_lazy_and_importlib_imports() -> None:
 
 
 def test_importing_the_orchestration_loads_neither_torch_nor_the_pipeline() -> None:
-    """The stage tasks and the flow import ``sadtalker.pipeline`` / ``sadtalker.models`` when they run
+    """The stage tasks and the flow import ``sadtalker.pipeline`` / ``sadtalker.loader`` when they run
     (tasks/__init__.py says why); ``tasks`` and ``flows`` themselves import no Prefect, so the demo can set
     Prefect's home folder after importing them."""
     probe = (
         "import sys, flows, tasks\n"
         "light = [m for m in ('prefect', 'torch') if m in sys.modules]\n"
         "import flows.render_batch, tasks.face, tasks.coeffs, tasks.render, tasks.qc\n"
-        "heavy = [m for m in ('torch', 'sadtalker.pipeline', 'sadtalker.models') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'sadtalker.pipeline', 'sadtalker.loader') if m in sys.modules]\n"
         "print(light, heavy)\n"
     )
     out = subprocess.run(

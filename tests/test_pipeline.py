@@ -9,17 +9,18 @@ import pytest
 
 from sadtalker.cli import main as cli_main
 from sadtalker.options import RenderOptions
-from sadtalker.pipeline import CoeffResult, FaceResult, audio_to_coefficients, extract_face, render_video
+from sadtalker.pipeline import audio_to_coefficients, extract_face, render_video
+from sadtalker.records import Coefficients, FaceRecord
 from sadtalker.video import probe
 
 
 @pytest.fixture(scope="module")
-def face(models, test_data) -> FaceResult:
+def face(models, test_data) -> FaceRecord:
     return extract_face(test_data / "portrait.png", RenderOptions(), models)
 
 
 @pytest.fixture(scope="module")
-def coeffs(models, face, short_speech) -> CoeffResult:
+def coeffs(models, face, short_speech) -> Coefficients:
     return audio_to_coefficients(short_speech, face, RenderOptions(seed=3), models)
 
 
@@ -32,12 +33,12 @@ def test_face_record(face):
 
 def test_records_round_trip(tmp_path, face, coeffs):
     face.save(tmp_path / "face.npz")
-    again = FaceResult.load(tmp_path / "face.npz")
+    again = FaceRecord.load(tmp_path / "face.npz")
     np.testing.assert_array_equal(again.coeff_3dmm, face.coeff_3dmm)
     np.testing.assert_array_equal(again.source_image, face.source_image)
     assert again.crop_record() == face.crop_record()
     coeffs.save(tmp_path / "coeffs.npz")
-    assert CoeffResult.load(tmp_path / "coeffs.npz").num_frames == coeffs.num_frames
+    assert Coefficients.load(tmp_path / "coeffs.npz").num_frames == coeffs.num_frames
 
 
 def test_coefficients_are_seeded(models, face, coeffs, short_speech):

@@ -183,9 +183,9 @@ def test_reference_is_processed_once_for_rows_and_batches(tmp_path: Path, clips,
     import sadtalker.pipeline as pl
     import tasks.coeffs as coeffs_tasks
     from manifests.schema import ManifestRow
-    from sadtalker.models import Models
+    from sadtalker.loader import Models
     from sadtalker.paths import BatchPaths
-    from tasks.records import FaceRecord, StageContext
+    from tasks.records import StageContext, StoredFace
 
     calls: list[str] = []
     real = pl.reference_video_coefficients
@@ -199,7 +199,7 @@ def test_reference_is_processed_once_for_rows_and_batches(tmp_path: Path, clips,
     face = pl.extract_face(PORTRAIT, RenderOptions(), models)
     face_file = tmp_path / "face.npz"
     face.save(face_file)
-    record = FaceRecord("r", "0" * 64, "f" * 64, str(face_file), str(face_file), 1, False, 0.0)
+    record = StoredFace("r", "0" * 64, "f" * 64, str(face_file), str(face_file), 1, False, 0.0)
     video = str(clips["moving"])
     rows = [
         ManifestRow(id="r1", image=str(PORTRAIT), audio=str(DATA / "speech.wav"), ref_pose=video),

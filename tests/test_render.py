@@ -1,4 +1,4 @@
-"""Face renderer: layouts, spectral norm, keypoint maths, batching, free-view angles, networks, engine.
+"""Face renderer: layouts, spectral norm, keypoint maths, windows, free-view angles, networks, engine.
 
 Fast on 2 CPU cores: the full-size networks run once at S=128; the engine tests use small configs at S=64.
 The conformance against the official outputs (S=256) is stage f of ``tests/golden_check.py``.
@@ -16,26 +16,28 @@ import torch
 from torch import nn
 
 from sadtalker.errors import WeightsError
+from sadtalker.face.crop import CropRecord
 from sadtalker.networks import load_network, load_renderer, module_layout, synthetic_network_state
-from sadtalker.render.animate import FaceAnimator, SourceNotSetError
-from sadtalker.render.batching import (
-    WINDOW,
-    camera_angle_sequence,
-    from_reference_layout,
-    semantic_windows,
-    source_image_array,
-    source_semantics,
-    target_coefficients,
-    to_reference_layout,
-)
+from sadtalker.options import RenderOptions
+from sadtalker.qc import FrameStats
+from sadtalker.records import Coefficients, FaceRecord
+from sadtalker.render.animate import FaceAnimator, SourceNotSetError, frames_to_uint8, source_image_array
 from sadtalker.render.dense_motion import DenseMotionConfig
 from sadtalker.render.generator import GeneratorConfig, OcclusionAwareSPADEGenerator
 from sadtalker.render.he_estimator import HEEstimator
 from sadtalker.render.keypoint_detector import KPDetector, KPDetectorConfig
-from sadtalker.render.keypoints import headpose_bins_to_degrees, rotation_matrix, transform_keypoints
+from sadtalker.render.keypoint_transform import headpose_bins_to_degrees, rotation_matrix, transform_keypoints
 from sadtalker.render.mapping import MappingConfig, MappingNet, MappingOutput
-from sadtalker.render.postprocess import frames_to_uint8
 from sadtalker.render.spade import SpectralNormConv2d
+from sadtalker.render.windows import (
+    WINDOW,
+    camera_angle_sequence,
+    from_reference_layout,
+    semantic_windows,
+    source_semantics,
+    target_coefficients,
+    to_reference_layout,
+)
 from sadtalker.video.postprocess import output_size, resize_frames
 
 SEED = 0
@@ -220,7 +222,7 @@ def test_transform_keypoints_hand_computed() -> None:
     torch.testing.assert_close(overridden, out, atol=1e-5, rtol=1e-5)
 
 
-# ------------------------------------------------------------------------------------------ batching
+# ------------------------------------------------------------------------------------------- windows
 
 
 def test_windows_clamp_at_both_ends() -> None:
@@ -318,7 +320,7 @@ def test_camera_sequence_fixes_divisions_by_zero() -> None:
         camera_angle_sequence([], 3)
 
 
-# ------------------------------------------------------------------------------------- postprocess
+# ----------------------------------------------------------------------- uint8 frames and output size
 
 
 def test_frames_to_uint8_and_output_size() -> None:
@@ -328,6 +330,30 @@ def test_frames_to_uint8_and_output_size() -> None:
     assert out[0, :, :, 0].tolist() == [[0, 255], [128, 51]]  # 127.5 rounds half to even
     resized = resize_frames(np.zeros((2, 64, 64, 3), np.uint8), *output_size(64, (621, 581)))
     assert resized.shape == (2, int(64 * 581 / 621), 64, 3)
+
+
+def _pixels_to_uint8(values: np.ndarray) -> np.ndarray:
+    """A 1-D float array through :func:`frames_to_uint8` as one row of one-channel pixels."""
+    return frames_to_uint8(torch.from_numpy(values).view(1, 1, 1, -1)).reshape(-1)
+
+
+def test_frames_to_uint8_rounds_half_to_even_in_float32_and_clips() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.random((2, 3, 8, 8), dtype=np.float32)
+    expected = np.clip(np.rint(x * np.float32(255)), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    assert np.array_equal(frames_to_uint8(torch.from_numpy(x)), expected)
+    halves = np.array([0.5, 1.5, 2.5, 253.5], np.float32) / np.float32(255)
+    assert (np.array([0.5, 1.5, 2.5, 253.5], np.float32) == halves * np.float32(255)).all()  # exact halves
+    assert _pixels_to_uint8(halves).tolist() == [0, 2, 2, 254]
+    assert _pixels_to_uint8(np.array([-0.2, 0.0, 1.0, 1.3], np.float32)).tolist() == [0, 0, 255, 255]
+    with pytest.raises(ValueError, match="NaN"):
+        _pixels_to_uint8(np.array([np.nan], np.float32))
+
+
+def test_uint8_then_resize_keeps_the_frames() -> None:
+    rendered = np.random.default_rng(3).random((5, 3, 32, 32), dtype=np.float32)
+    out = resize_frames(frames_to_uint8(torch.from_numpy(rendered)), *output_size(32, (100, 150)))
+    assert out.shape == (5, 48, 32, 3) and out.dtype == np.uint8
 
 
 # ------------------------------------------------------------------------------------------ networks
@@ -470,3 +496,76 @@ def test_running_animation_keeps_its_source(tiny_animator: FaceAnimator) -> None
     engine.clear_source()
     with pytest.raises(SourceNotSetError):
         engine.render(torch.zeros(1, 15, 3))
+
+
+def _records(size: int, num_frames: int) -> tuple[FaceRecord, Coefficients]:
+    """A face record with an S x S source (a crop that is the whole square photo) and T frames of motion."""
+    rng = np.random.default_rng(9)
+    box = (0, 0, size, size)
+    square = (size, size)
+    crop = CropRecord("crop", square, square, 1, box, (0.0, 0.0, size, size), square, box, size)
+    face = FaceRecord(
+        source_image=rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
+        coeff_3dmm=rng.normal(0, 0.5, (1, 73)).astype(np.float32),
+        full_coeff=np.zeros((1, 257), np.float32),
+        landmarks=None,
+        crop=crop.to_dict(),
+        num_faces=1,
+        backend="test",
+    )
+    coeffs = Coefficients(
+        _coeffs(num_frames, seed=10), num_frames, num_frames / 25, np.zeros((num_frames, 1))
+    )
+    return face, coeffs
+
+
+def test_frames_from_records_are_the_engine_steps_in_uint8(tiny_animator: FaceAnimator) -> None:
+    engine, num_frames = tiny_animator, 3
+    face, coeffs = _records(64, num_frames)
+    options = RenderOptions(batch_size=2, expression_scale=1.5, input_yaw=(0.0, 20.0))
+    stats = FrameStats()
+    chunks = list(engine.frames(face, coeffs, options, stats))
+    assert [c.shape for c in chunks] == [(2, 64, 64, 3), (1, 64, 64, 3)] and chunks[0].dtype == np.uint8
+    assert (stats.float_frames, stats.nonfinite_frames) == (3, 0)
+    with pytest.raises(SourceNotSetError):  # the clip's source is dropped once its frames are out
+        engine.source  # noqa: B018
+
+    source_row = face.coeff_3dmm[0]
+    engine.set_source(source_image_array(face.source_image), source_semantics(source_row, 70))
+    target = target_coefficients(coeffs.coefficients, source_row, expression_scale=1.5)
+    yaw = camera_angle_sequence([0.0, 20.0], num_frames)
+    expected = frames_to_uint8(torch.cat(list(engine.animate(target, batch_size=2, yaw=yaw))))
+    engine.clear_source()
+    np.testing.assert_array_equal(np.concatenate(chunks), expected)
+    with pytest.raises(ValueError):  # inputs are checked at the call, before any frame
+        engine.frames(face, coeffs, RenderOptions(input_pitch=()), stats)
+
+
+class _NaNAnimator(FaceAnimator):
+    """The engine's clip loop around a stand-in network whose second frame is NaN in one corner."""
+
+    coeff_nc = 70
+
+    def __init__(self) -> None:
+        self.cleared = False
+
+    def set_source(self, image, semantics):
+        pass
+
+    def clear_source(self) -> None:
+        self.cleared = True
+
+    def animate(self, targets, batch_size=2, **angles):
+        frames = torch.full((len(targets), 3, 4, 4), 0.5)
+        frames[1, :, 0, 0] = float("nan")
+        frames[1, :, 0, 1] = float("inf")
+        yield from frames.split(batch_size)
+
+
+def test_nonfinite_frames_are_counted_then_written_black() -> None:
+    engine, stats = _NaNAnimator(), FrameStats()
+    face, coeffs = _records(4, 3)
+    out = np.concatenate(list(engine.frames(face, coeffs, RenderOptions(batch_size=2), stats)))
+    assert (stats.float_frames, stats.nonfinite_frames) == (3, 1) and engine.cleared
+    assert out[1, 0, 0].tolist() == [0, 0, 0] and out[1, 0, 1].tolist() == [255, 255, 255]
+    assert (out[1, 1:] == 128).all() and (out[[0, 2]] == 128).all()

@@ -1,5 +1,6 @@
 """sadtalker.video: streaming encode + mux (durations, atomicity, odd sizes), probe, paste-back, and the
-post-render steps (uint8, resize, first T frames) of the official ``AnimateFromCoeff.generate``."""
+resize to the output size of the official ``AnimateFromCoeff.generate`` (the uint8 conversion before it is
+the render engine's: tests/test_render.py)."""
 
 from __future__ import annotations
 
@@ -23,10 +24,8 @@ from sadtalker.video import (
     VideoWriter,
     ffmpeg_exe,
     output_size,
-    postprocess,
     probe,
     resize_frames,
-    to_uint8,
 )
 from sadtalker.video.encode import remove_stale_temps
 from sadtalker.video.ffmpeg import _channels, run_ffmpeg
@@ -362,19 +361,6 @@ def test_paste_box_in_downscaled_space() -> None:
 # -- post-processing (official AnimateFromCoeff.generate) ------------------------------------------------
 
 
-def test_to_uint8_rounds_half_to_even_in_float32_and_clips() -> None:
-    rng = np.random.default_rng(1)
-    x = rng.random((2, 8, 8, 3), dtype=np.float32)
-    expected = np.clip(np.rint(x * np.float32(255)), 0, 255).astype(np.uint8)
-    assert np.array_equal(to_uint8(x), expected)
-    halves = np.array([0.5, 1.5, 2.5, 253.5], np.float32) / np.float32(255)
-    assert (np.array([0.5, 1.5, 2.5, 253.5], np.float32) == halves * np.float32(255)).all()  # exact halves
-    assert to_uint8(halves).tolist() == [0, 2, 2, 254]
-    assert to_uint8(np.array([-0.2, 0.0, 1.0, 1.3], np.float32)).tolist() == [0, 0, 255, 255]
-    with pytest.raises(ValueError, match="NaN"):
-        to_uint8(np.array([np.nan], np.float32))
-
-
 def test_output_size_and_resize() -> None:
     assert output_size(256, (256, 256)) == (256, 256)
     assert output_size(256, (200, 259)) == (256, 331)  # trunc(256 · 259 / 200) = trunc(331.52)
@@ -384,9 +370,3 @@ def test_output_size_and_resize() -> None:
     assert resized.shape == (3, 41, 32, 3)
     assert np.array_equal(resized[1], cv2.resize(frames[1], (32, 41), interpolation=cv2.INTER_LINEAR))
     assert np.array_equal(resize_frames(frames, 32, 32), frames)
-
-
-def test_postprocess_keeps_first_t_frames() -> None:
-    rendered = np.random.default_rng(3).random((8, 32, 32, 3), dtype=np.float32)
-    out = postprocess(rendered, 32, (100, 150), num_frames=5)
-    assert out.shape == (5, 48, 32, 3) and out.dtype == np.uint8

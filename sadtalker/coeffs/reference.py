@@ -23,7 +23,6 @@ audio's length.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +30,8 @@ from typing import Literal
 
 import numpy as np
 
-from sadtalker.atomic import atomic_path
 from sadtalker.errors import InputError, NoFaceError, ReferenceVideoError
+from sadtalker.records import load_npz, save_npz
 
 log = logging.getLogger(__name__)
 
@@ -110,19 +109,13 @@ class ReferenceCoefficients:
     def save(self, path: str | Path) -> None:
         """An ``.npz`` with ``coeff_3dmm`` (so it is also a valid coefficient reference) and ``meta``."""
         meta = {"filled": list(self.filled), "backend": self.backend, "size": self.size}
-        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            np.savez(
-                handle,
-                meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-                coeff_3dmm=np.asarray(self.coeff_3dmm, np.float32),
-            )
+        save_npz(path, {"coeff_3dmm": np.asarray(self.coeff_3dmm, np.float32)}, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> ReferenceCoefficients:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(bytes(data["meta"]).decode())
-            rows = data["coeff_3dmm"]
-        return cls(rows, tuple(int(i) for i in meta["filled"]), str(meta["backend"]), int(meta["size"]))
+        arrays, meta = load_npz(path)
+        filled = tuple(int(i) for i in meta["filled"])
+        return cls(arrays["coeff_3dmm"], filled, str(meta["backend"]), int(meta["size"]))
 
 
 def fill_missing(rows: list[np.ndarray | None]) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -175,7 +168,7 @@ def video_reference_coefficients(
 
     Args:
         preprocess: the row's crop mode (the reference crops its reference videos with it too).
-        models: :class:`sadtalker.models.Models`: its landmarker and the 3DMM regressor of ``size`` (the
+        models: :class:`sadtalker.loader.Models`: its landmarker and the 3DMM regressor of ``size`` (the
             row's checkpoint; the frames themselves are always cropped to :data:`REFERENCE_SIZE`).
 
     Raises:

@@ -130,7 +130,7 @@ def _load_image(image) -> np.ndarray:
 
 
 def _load_coefficients(coefficients) -> np.ndarray:
-    if hasattr(coefficients, "coefficients"):  # a CoeffResult
+    if hasattr(coefficients, "coefficients"):  # a Coefficients
         coefficients = coefficients.coefficients
     if isinstance(coefficients, (str, Path)):
         path = str(coefficients)
@@ -277,7 +277,7 @@ def check_video(
         audio: the driving speech (path, or 16 kHz mono float32 samples): the reference for the motion
             metrics, and for lip sync when the video has no usable audio track. Lip sync otherwise uses the
             video's own track (what a viewer hears).
-        coefficients: the clip's ``(T, 70)`` coefficients (array, ``CoeffResult`` or ``.npz`` / ``.npy``
+        coefficients: the clip's ``(T, 70)`` coefficients (array, ``Coefficients`` or ``.npz`` / ``.npy``
             path) for the motion metrics; None: skipped.
         expected_frames: T, when known (the pipeline): ``frame_count_error`` compares the decoded frames.
         weights: ``official``, ``synthetic`` (face-dependent metrics become ``not_meaningful``) or

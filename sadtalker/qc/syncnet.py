@@ -163,7 +163,7 @@ def syncnet_layout() -> dict[str, tuple[int, ...]]:
 def find_syncnet_weights(folder: Path | None = None) -> tuple[Path | None, str]:
     """``(path, "")`` when ``syncnet_v2.model`` is in the weights folder (``$SADTALKER_WEIGHTS``, else the
     cache), else ``(None, reason)`` with the command that fetches it."""
-    from sadtalker.models import weights_folder
+    from sadtalker.loader import weights_folder
 
     folder = Path(folder) if folder is not None else weights_folder()
     path = folder / SYNCNET_FILE.name

@@ -3,7 +3,8 @@ frames.
 
 Networks, one per file, attribute names = official checkpoint keys: :mod:`.mapping`,
 :mod:`.keypoint_detector`, :mod:`.generator` (with :mod:`.dense_motion`, :mod:`.spade`, :mod:`.blocks`),
-:mod:`.he_estimator` (legacy layout only). Pure functions: :mod:`.keypoints` (keypoint transformation),
-:mod:`.batching` (renderer inputs, windows, free-view angles), :mod:`.postprocess` (uint8 frames, output
-size). Builder: :mod:`.build`. Engine: :class:`.animate.FaceAnimator`.
+:mod:`.he_estimator` (legacy layout only). Pure functions: :mod:`.keypoint_transform` (head pose →
+rotation, keypoint transformation), :mod:`.windows` (target coefficients, 27-frame windows, free-view
+angles). Builder: :mod:`sadtalker.networks`. Engine: :class:`.animate.FaceAnimator`, which turns a clip's
+records (:mod:`sadtalker.records`) into uint8 frames.
 """

@@ -1,9 +1,12 @@
 """Face rendering engine (SadTalker §3.3 face render: MappingNet + keypoints + face-vid2vid generator).
 
-:class:`FaceAnimator` holds the three renderer networks. :meth:`~FaceAnimator.set_source` does the
-per-clip work once (canonical keypoints, source keypoints, the generator's source encoding);
-:meth:`~FaceAnimator.animate` then streams frames in chunks of ``batch_size``, building each chunk's
-27-frame coefficient windows on the fly, so memory does not grow with the number of frames.
+:class:`FaceAnimator` holds the three renderer networks and owns every tensor step between the stage
+records and the frames: :meth:`~FaceAnimator.frames` takes a clip's :class:`~sadtalker.records.FaceRecord`,
+:class:`~sadtalker.records.Coefficients` and options and yields uint8 frames. Inside it,
+:meth:`~FaceAnimator.set_source` does the per-clip work once (canonical keypoints, source keypoints, the
+generator's source encoding); :meth:`~FaceAnimator.animate` then streams float frames in chunks of
+``batch_size``, building each chunk's 27-frame coefficient windows on the fly, so memory does not grow with
+the number of frames; :func:`frames_to_uint8` converts each chunk on the device.
 
 Frames equal those of the reference's ``(batch_size, steps)`` layout (``get_facerender_data`` in
 src/generate_facerender_batch.py, ``make_animation`` in src/facerender/modules/make_animation.py): every
@@ -16,15 +19,54 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from sadtalker.render.batching import WINDOW, semantic_windows
 from sadtalker.render.generator import OcclusionAwareSPADEGenerator, SourceFeatures
 from sadtalker.render.keypoint_detector import KPDetector
-from sadtalker.render.keypoints import transform_keypoints
+from sadtalker.render.keypoint_transform import transform_keypoints
 from sadtalker.render.mapping import MappingNet, MappingOutput
+from sadtalker.render.windows import (
+    WINDOW,
+    camera_angle_sequence,
+    semantic_windows,
+    source_semantics,
+    target_coefficients,
+)
+
+if TYPE_CHECKING:
+    from sadtalker.options import RenderOptions
+    from sadtalker.qc.frames import FrameStats
+    from sadtalker.records import Coefficients, FaceRecord
+
+
+def source_image_array(image: np.ndarray) -> np.ndarray:
+    """``(S, S, 3)`` uint8 RGB → ``(1, 3, S, S)`` float32 in [0, 1] (scikit-image ``img_as_float32``)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or image.shape[0] != image.shape[1]:
+        raise ValueError(f"expected a square (S, S, 3) uint8 RGB image, got {image.shape} {image.dtype}")
+    return np.multiply(image, 1 / 255, dtype=np.float32).transpose(2, 0, 1)[None].copy()
+
+
+def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """``(B, 3, H, W)`` float in [0, 1] (any device) → ``(B, H, W, 3)`` uint8 RGB on the CPU, converted on the
+    device before the copy to the host.
+
+    As scikit-image's ``img_as_ubyte`` in the official ``AnimateFromCoeff.generate``
+    (src/facerender/animate.py): ``rint(x · 255)`` computed in float32, round half to even. Values outside
+    [0, 1] are clipped (scikit-image raises outside [-1, 1]).
+
+    Raises:
+        ValueError: non-finite values (a renderer bug must not become black pixels silently;
+            :meth:`FaceAnimator.frames` counts such frames before it blanks them).
+    """
+    scaled = frames.detach().float() * 255
+    if not bool(scaled.isfinite().all()):
+        raise ValueError("frames contain NaN or infinite values")
+    scaled = scaled.round_().clamp_(0, 255).to(torch.uint8)
+    return scaled.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
 class SourceNotSetError(RuntimeError):
@@ -48,7 +90,8 @@ class SourceState:
 
 
 class FaceAnimator:
-    """Stateful renderer: ``set_source`` once per clip, then ``animate`` (a generator of frame chunks).
+    """Stateful renderer: :meth:`frames` renders a whole clip from its records; underneath, ``set_source``
+    once per clip, then ``animate`` (a generator of float frame chunks).
 
     Args:
         kp_detector, generator, mapping: loaded networks (see :func:`sadtalker.networks.load_renderer`),
@@ -107,10 +150,9 @@ class FaceAnimator:
         """Per-clip work: canonical keypoints, source keypoints and source features, computed once.
 
         Args:
-            source_image: ``(1, 3, S, S)`` float RGB in [0, 1]
-                (:func:`~sadtalker.render.batching.source_image_array`).
+            source_image: ``(1, 3, S, S)`` float RGB in [0, 1] (:func:`source_image_array`).
             source_semantics: ``(C, 27)`` or ``(1, C, 27)`` source window
-                (:func:`~sadtalker.render.batching.source_semantics`), C = the mapping net's ``coeff_nc``.
+                (:func:`~sadtalker.render.windows.source_semantics`), C = the mapping net's ``coeff_nc``.
         """
         image = self._tensor(source_image)
         if image.ndim != 4 or image.shape[:2] != (1, 3) or image.shape[2] != image.shape[3]:
@@ -188,13 +230,13 @@ class FaceAnimator:
 
         Args:
             target_coeffs: ``(T, C)`` driving coefficients, already prepared by
-                :func:`~sadtalker.render.batching.target_coefficients` (expression scale, full, still).
+                :func:`~sadtalker.render.windows.target_coefficients` (expression scale, full, still).
             batch_size: frames rendered per generator call (peak memory ∝ batch_size, not T).
             yaw, pitch, roll: optional ``(T,)`` free-view angles in degrees
-                (:func:`~sadtalker.render.batching.camera_angle_sequence`).
+                (:func:`~sadtalker.render.windows.camera_angle_sequence`).
 
         Returns an iterator of ``(B, 3, S, S)`` float32 tensors in (0, 1) on the engine's device, frames in
-        order; :func:`~sadtalker.render.postprocess.frames_to_uint8` converts them. Arguments and the source
+        order; :func:`frames_to_uint8` converts them. Arguments and the source
         are checked at the call, before the first frame; the iterator keeps rendering from the source that
         was set at the call, even if :meth:`set_source` is called again meanwhile.
         """
@@ -223,3 +265,64 @@ class FaceAnimator:
             chunk_angles = {name: seq[frames] for name, seq in angles.items()}
             _, kp_driving = self._driving_keypoints(source, windows, **chunk_angles)
             yield self._render(source, kp_driving)
+
+    def frames(
+        self, face: FaceRecord, coeffs: Coefficients, options: RenderOptions, stats: FrameStats
+    ) -> Iterator[np.ndarray]:
+        """The clip's frames, ``options.batch_size`` at a time: ``(B, S, S, 3)`` uint8 RGB (official
+        ``get_facerender_data`` and ``make_animation``).
+
+        The renderer's inputs come from the records: the source image and its coefficient row (the source
+        semantics); the target coefficients (``options.expression_scale`` and ``still``, and the crop
+        parameters in the ``full`` modes, :func:`~sadtalker.render.windows.target_coefficients`); the
+        free-view angles (``options.input_yaw`` / ``input_pitch`` / ``input_roll``).
+
+        ``stats``: counts the float frames and those with NaN / Inf values
+        (:meth:`~sadtalker.qc.FrameStats.update_float`), which the uint8 conversion would otherwise hide;
+        such frames are then written black where non-finite (NaN → 0, ±Inf → clipped), so that the clip
+        is complete and its QC fails on the count.
+
+        The records and options are checked at the call (:meth:`animate`'s own checks run at the first
+        frame). The source is set at the first frame and cleared when the iterator ends or is closed (close
+        it when stopping early).
+        """
+        source_row = face.coeff_3dmm[0]
+        targets = target_coefficients(
+            coeffs.coefficients,
+            source_row,
+            expression_scale=options.expression_scale,
+            still=options.still,
+            full=face.crop_record().is_full,
+        )
+        angles = {
+            name: camera_angle_sequence(keys, coeffs.num_frames)
+            for name, keys in (
+                ("yaw", options.input_yaw),
+                ("pitch", options.input_pitch),
+                ("roll", options.input_roll),
+            )
+            if keys is not None
+        }
+        image = source_image_array(face.source_image)
+        semantics = source_semantics(source_row, self.coeff_nc)
+        return self._clip_frames(image, semantics, targets, options.batch_size, angles, stats)
+
+    def _clip_frames(
+        self,
+        image: np.ndarray,
+        semantics: np.ndarray,
+        targets: np.ndarray,
+        batch_size: int,
+        angles: dict[str, np.ndarray],
+        stats: FrameStats,
+    ) -> Iterator[np.ndarray]:
+        self.set_source(image, semantics)
+        try:
+            for chunk in self.animate(targets, batch_size, **angles):
+                nonfinite = stats.nonfinite_frames
+                stats.update_float(chunk)
+                if stats.nonfinite_frames > nonfinite:
+                    chunk = torch.nan_to_num(chunk, nan=0.0, posinf=1.0, neginf=0.0)
+                yield frames_to_uint8(chunk)
+        finally:
+            self.clear_source()

@@ -296,7 +296,7 @@ class VideoWriter:
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"expected (H, W, 3) or (N, H, W, 3) RGB frames, got shape {frames.shape}")
         if frames.dtype != np.uint8:
-            raise ValueError(f"expected uint8 frames, got {frames.dtype} (convert with postprocess.to_uint8)")
+            raise ValueError(f"expected uint8 frames, got {frames.dtype} (the render engine yields them)")
         height, width = frames.shape[1:3]
         if self.num_frames is not None and self.frames_written + len(frames) > self.num_frames:
             raise ValueError(f"{self.path}: more than num_frames={self.num_frames} frames written")

@@ -1,14 +1,14 @@
-"""Renderer output → uint8 frames of the output size, and the optional enhancer hook.
+"""The render engine's uint8 frames → frames of the output size, and the optional enhancer hook.
 
 Official counterpart: the frame steps of ``AnimateFromCoeff.generate`` (src/facerender/animate.py).
 
-Pure functions over numpy arrays; no I/O. Order in a pipeline::
+Pure functions over numpy arrays; no I/O. Order in a pipeline (:func:`sadtalker.pipeline.render_video`)::
 
-    frames = to_uint8(chw_to_hwc(rendered))          # (N, S, S, 3) uint8, values RGB
-    frames = resize_frames(frames, *output_size(S, (r_w, r_h)))
-    frames = [paste(f) for f in frames]              # full / extfull modes only (paste.PasteBack)
-    frames = [enhancer(f) for f in frames]           # optional FrameEnhancer; may change the size
-    writer.write(frames)                             # encode.VideoWriter
+    for frames in animator.frames(face, coeffs, options, stats):   # (N, S, S, 3) uint8 RGB (render engine)
+        frames = resize_frames(frames, *output_size(S, (r_w, r_h)))
+        frames = [paste(f) for f in frames]          # full / extfull modes only (paste.PasteBack)
+        frames = [enhancer(f) for f in frames]       # optional FrameEnhancer; may change the size
+        writer.write(frames)                         # encode.VideoWriter
 """
 
 from __future__ import annotations
@@ -31,37 +31,6 @@ class FrameEnhancer(Protocol):
     """
 
     def __call__(self, frame_rgb: np.ndarray) -> np.ndarray: ...
-
-
-def chw_to_hwc(frames: np.ndarray) -> np.ndarray:
-    """(N, 3, H, W) → (N, H, W, 3) (or (3, H, W) → (H, W, 3)), e.g. the renderer's ``prediction`` tensor
-    after ``.cpu().numpy()``. A view, no copy."""
-    if frames.ndim not in (3, 4) or frames.shape[-3] != 3:
-        raise ValueError(f"expected (N, 3, H, W) or (3, H, W), got shape {frames.shape}")
-    return np.moveaxis(frames, -3, -1)
-
-
-def to_uint8(frames: np.ndarray) -> np.ndarray:
-    """Float frames in [0, 1] → uint8 as ``rint(x · 255)`` clipped to [0, 255] (skimage ``img_as_ubyte``).
-
-    The product is computed in float32 (the renderer's dtype; float64 input stays float64, float16 is
-    upcast where scikit-image would stay in float16), and rounding is half-to-even, as in the reference.
-    Any shape; the channel order is untouched. scikit-image raises on values outside [-1, 1]; here they
-    are clipped. Non-finite values raise ``ValueError`` (a renderer bug
-    must not become black pixels silently).
-    """
-    frames = np.asarray(frames)
-    if frames.dtype == np.uint8:
-        return frames
-    if not np.issubdtype(frames.dtype, np.floating):
-        raise ValueError(f"expected float frames in [0, 1], got {frames.dtype}")
-    compute = np.float64 if frames.dtype == np.float64 else np.float32
-    scaled = np.multiply(frames, compute(255.0), dtype=compute)
-    if not np.isfinite(scaled).all():
-        raise ValueError("frames contain NaN or infinite values")
-    np.rint(scaled, out=scaled)
-    np.clip(scaled, 0, 255, out=scaled)
-    return scaled.astype(np.uint8)
 
 
 def output_size(size: int, ref_wh: tuple[int, int]) -> tuple[int, int]:
@@ -93,19 +62,3 @@ def resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
     for i, frame in enumerate(frames):
         out[i] = cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR).reshape(out.shape[1:])
     return out
-
-
-def postprocess(
-    rendered: np.ndarray, size: int, ref_wh: tuple[int, int], num_frames: int | None = None
-) -> np.ndarray:
-    """The official post-render steps in one call: first ``num_frames`` of (T', S, S, 3) float frames →
-    (T, h, S, 3) uint8 RGB.
-
-    Args:
-        rendered: (T', S, S, 3) float in [0, 1], channels last (see :func:`chw_to_hwc`).
-        size: S.
-        ref_wh: ``crop_info[0]``.
-        num_frames: T; None keeps every frame (the renderer pads T up to a multiple of its batch size).
-    """
-    frames = rendered[:num_frames] if num_frames is not None else rendered
-    return resize_frames(to_uint8(frames), *output_size(size, ref_wh))

@@ -13,10 +13,10 @@ import torch
 from golden_stages import Check, GoldenSet, compare
 from sadtalker.networks import load_renderer, synthetic_network_state
 from sadtalker.render.animate import FaceAnimator
-from sadtalker.render.batching import semantic_windows, target_coefficients, to_reference_layout
 from sadtalker.render.generator import OcclusionAwareSPADEGenerator
 from sadtalker.render.keypoint_detector import KPDetector
 from sadtalker.render.mapping import MappingConfig, MappingNet
+from sadtalker.render.windows import semantic_windows, target_coefficients, to_reference_layout
 
 KP_TOL = 1e-4
 FRAME_TOL = 1e-3

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-import sadtalker.models as models_mod
+import sadtalker.loader as loader
 from sadtalker.networks import file_layout
 from sadtalker.weights.synthetic import ensure_synthetic_checkpoints
 
@@ -27,15 +27,15 @@ def _devices(module: nn.Module) -> set[str]:
 
 def test_second_animator_on_another_device_leaves_the_first_one_in_place(tmp_path: Path, monkeypatch):
     mapping = ensure_synthetic_checkpoints(0, [M229], root=tmp_path, layout=file_layout) / M229
-    networks = models_mod._SizeNetworks(
+    networks = loader._SizeNetworks(
         audio2exp=nn.Linear(2, 2), audio2pose=nn.Linear(2, 2), face_3drecon=nn.Linear(2, 2),
         kp_extractor=nn.Conv2d(3, 4, 3), generator=nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)),
     )  # fmt: skip
-    monkeypatch.setattr(models_mod.Models, "_networks", lambda self, size: networks)
+    monkeypatch.setattr(loader.Models, "_networks", lambda self, size: networks)
     weight_set = SimpleNamespace(sadtalker=tmp_path / "x", mapping=mapping, synthetic=True, sha256={})
-    monkeypatch.setattr(models_mod.Models, "weights", lambda self, size, preprocess: weight_set)
+    monkeypatch.setattr(loader.Models, "weights", lambda self, size, preprocess: weight_set)
 
-    models = models_mod.Models(landmarker="dlib")
+    models = loader.Models(landmarker="dlib")
     cpu = models.animator(256, "crop", "cpu", "float32")
     other = models.animator(256, "crop", "meta", "float32")
 
@@ -52,14 +52,14 @@ def test_second_animator_on_another_device_leaves_the_first_one_in_place(tmp_pat
 def test_animators_of_other_dtypes_on_the_cpu_share_nothing_mutable(tmp_path: Path, monkeypatch, dtype):
     """CPU animators of another dtype (autocast) may share the CPU modules: those are never modified."""
     mapping = ensure_synthetic_checkpoints(0, [M229], root=tmp_path, layout=file_layout) / M229
-    networks = models_mod._SizeNetworks(
+    networks = loader._SizeNetworks(
         audio2exp=nn.Linear(2, 2), audio2pose=nn.Linear(2, 2), face_3drecon=nn.Linear(2, 2),
         kp_extractor=nn.Conv2d(3, 4, 3), generator=nn.Conv2d(3, 4, 3),
     )  # fmt: skip
-    monkeypatch.setattr(models_mod.Models, "_networks", lambda self, size: networks)
+    monkeypatch.setattr(loader.Models, "_networks", lambda self, size: networks)
     weight_set = SimpleNamespace(sadtalker=tmp_path / "x", mapping=mapping, synthetic=True, sha256={})
-    monkeypatch.setattr(models_mod.Models, "weights", lambda self, size, preprocess: weight_set)
-    models = models_mod.Models(landmarker="dlib")
+    monkeypatch.setattr(loader.Models, "weights", lambda self, size, preprocess: weight_set)
+    models = loader.Models(landmarker="dlib")
     first = models.animator(256, "crop", "cpu", "float32")
     second = models.animator(256, "crop", "cpu", dtype)
     assert second is not first and second.autocast_dtype == getattr(torch, dtype)

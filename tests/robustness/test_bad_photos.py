@@ -23,7 +23,8 @@ from sadtalker.errors import ImageError, NoFaceError
 from sadtalker.face.image import MAX_PIXELS, load_image
 from sadtalker.face.landmarks import MIN_FACE_SIZE, find_face
 from sadtalker.options import RenderOptions
-from sadtalker.pipeline import FaceResult, extract_face
+from sadtalker.pipeline import extract_face
+from sadtalker.records import FaceRecord
 
 PORTRAIT = Path(__file__).resolve().parents[1] / "data" / "portrait.png"
 OPTIONS = RenderOptions(size=256, preprocess="crop")
@@ -41,7 +42,7 @@ def _networks_loaded(models) -> None:
     models.recon_network(OPTIONS.size)
 
 
-def _face(path: Path, models) -> FaceResult:
+def _face(path: Path, models) -> FaceRecord:
     face = extract_face(path, OPTIONS, models)
     assert face.source_image.shape == (256, 256, 3) and np.isfinite(face.coeff_3dmm).all()
     return face
@@ -93,7 +94,7 @@ def test_two_faces_take_the_largest_and_say_how_many(
     tmp_path: Path, models, portrait: Image.Image, second: float, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A smaller copy on the left, the full-size face on the right: the right one is animated, the
-    FaceResult records 2 faces and a warning says so (also when the other face is too small to use)."""
+    FaceRecord records 2 faces and a warning says so (also when the other face is too small to use)."""
     side = round(256 * second)
     canvas = Image.new("RGB", (512, 256), (128, 128, 128))
     canvas.paste(portrait.resize((side, side), Image.LANCZOS), ((256 - side) // 2, (256 - side) // 2))

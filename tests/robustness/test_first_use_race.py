@@ -106,7 +106,7 @@ def test_models_build_each_entry_once_under_concurrent_first_use() -> None:
     import threading
     import time
 
-    from sadtalker.models import Models
+    from sadtalker.loader import Models
 
     models = Models(landmarker="dlib")
     calls: list[int] = []

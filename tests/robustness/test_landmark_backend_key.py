@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pipeline_fakes
 import pytest
@@ -21,6 +20,7 @@ import flows  # noqa: F401  (offline Prefect settings first)
 from flows.render_batch import RESULT_SCHEMA, render_batch
 from manifests.build import write_manifest
 from manifests.schema import ManifestRow
+from sadtalker.records import FaceRecord
 from tasks.keys import coeffs_key, face_key, render_key
 
 WEIGHTS = {"sha256": {"SadTalker_V0.0.2_256.safetensors": "1" * 64}, "synthetic": False}
@@ -88,8 +88,7 @@ def test_workers_with_different_backends_do_not_share_cached_faces(
     assert (fan["landmark_backend"], dlib["landmark_backend"]) == ("face-alignment", "dlib")
     # each cache entry holds the face its own backend found (the dlib worker did not overwrite FAN's)
     for row, backend in ((fan, "face-alignment"), (dlib, "dlib")):
-        with np.load(Path(cache) / "face" / f"{row['face_key']}.npz") as z:
-            assert str(z["backend"]) == backend
+        assert FaceRecord.load(Path(cache) / "face" / f"{row['face_key']}.npz").backend == backend
     again = run("face-alignment", "out-fan-again")  # back on FAN: its own entry is reused
     assert bool(again["face_reused"]) and again["face_key"] == fan["face_key"]
     assert fake_pipeline.calls("extract_face") == [] and again["landmark_backend"] == "face-alignment"

@@ -34,6 +34,7 @@ from sadtalker import storage
 from sadtalker.audio.load import load_audio
 from sadtalker.errors import StageTimeout
 from sadtalker.qc.decode import FrameReader
+from sadtalker.render.animate import FaceAnimator
 from sadtalker.timeouts import StageTimeouts, stage_deadline
 from sadtalker.video import VideoWriter, probe
 from sadtalker.video.ffmpeg import FFmpegError, run_ffmpeg
@@ -181,8 +182,9 @@ def test_hung_ffmpeg_with_a_timeout_of_its_own_outside_any_stage(hung_ffmpeg: Pa
 # --- (b) the render's deadline scales with its frames and fires between generator batches -----------------
 
 
-class SlowAnimator:
-    """Stands in for the renderer: ``delay`` seconds per batch of grey frames."""
+class SlowAnimator(FaceAnimator):
+    """The engine's clip loop (:meth:`FaceAnimator.frames`) around a stand-in for its networks: ``delay``
+    seconds per batch of grey frames."""
 
     coeff_nc = 70
 
@@ -206,15 +208,14 @@ class SlowAnimator:
 
 def _render_inputs(tmp_path: Path, frames: int) -> tuple[Any, Any, Path, Path]:
     import sadtalker.qc
-    import sadtalker.render.batching
-    import sadtalker.render.postprocess
+    import sadtalker.render.windows
     import sadtalker.video  # noqa: F401  (imported now, not inside the timed render)
     from sadtalker.face.crop import crop_source
-    from sadtalker.pipeline import CoeffResult, FaceResult
+    from sadtalker.records import Coefficients, FaceRecord
 
     photo = np.full((96, 96, 3), 128, np.uint8)
     record, source = crop_source(photo, "resize", None, 256, path="photo.png")
-    face = FaceResult(
+    face = FaceRecord(
         source_image=source,
         coeff_3dmm=np.zeros((1, 73), np.float32),
         full_coeff=np.zeros((1, 257), np.float32),
@@ -223,7 +224,7 @@ def _render_inputs(tmp_path: Path, frames: int) -> tuple[Any, Any, Path, Path]:
         num_faces=1,
         backend="stub",
     )
-    coeffs = CoeffResult(np.zeros((frames, 70), np.float32), frames, frames / 25, np.zeros((frames, 1)))
+    coeffs = Coefficients(np.zeros((frames, 70), np.float32), frames, frames / 25, np.zeros((frames, 1)))
     return face, coeffs, tmp_path / "photo.png", write_wav(tmp_path / "speech.wav", frames / 25 + 0.1)
 
 
@@ -375,13 +376,13 @@ def test_flow_and_cli_refuse_bad_names_before_any_row_work(
 def test_one_pair_command_takes_the_same_option(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import sadtalker.models
+    import sadtalker.loader
     from sadtalker.cli import main as sadtalker_cli
 
     def must_not_run(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a bad --timeout must stop the command before any work")
 
-    monkeypatch.setattr(sadtalker.models, "check_weights", must_not_run)
+    monkeypatch.setattr(sadtalker.loader, "check_weights", must_not_run)
     argv = ["render", "--image", "p.png", "--audio", "s.wav", "--out", str(tmp_path / "o.mp4")]
     assert sadtalker_cli([*argv, "--timeout", "nope_s=3"]) == 2
     assert "unknown timeout 'nope_s'" in capsys.readouterr().err
@@ -392,9 +393,9 @@ def test_one_pair_command_takes_the_same_option(
         raise StageTimeout("stop here")
 
     monkeypatch.setattr(
-        sadtalker.models, "check_weights", lambda *a, **k: SimpleNamespace(warnings=(), policy="auto")
+        sadtalker.loader, "check_weights", lambda *a, **k: SimpleNamespace(warnings=(), policy="auto")
     )
-    monkeypatch.setattr(sadtalker.models.Models, "shared", classmethod(lambda cls, policy=None: None))
+    monkeypatch.setattr(sadtalker.loader.Models, "shared", classmethod(lambda cls, policy=None: None))
     monkeypatch.setattr("sadtalker.pipeline.render_pair", render_pair)
     assert sadtalker_cli([*argv, "--timeout", "render_per_frame_s=7"]) == 2
     assert seen["timeouts"] == StageTimeouts(render_per_frame_s=7)

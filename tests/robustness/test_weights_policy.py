@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import sadtalker.models as models_mod
+import sadtalker.loader as loader
 import sadtalker.networks as networks_mod
 from sadtalker.errors import WeightsError
 from sadtalker.weights import registry
@@ -45,7 +45,7 @@ def weights_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         (synthetic / "SYNTHETIC.json").write_text("{}")
         return synthetic
 
-    monkeypatch.setattr(models_mod, "ensure_synthetic_checkpoints", fake_synthetic)
+    monkeypatch.setattr(loader, "ensure_synthetic_checkpoints", fake_synthetic)
 
     def official(*names: str, tamper: str | None = None) -> None:
         for name in names:
@@ -80,7 +80,7 @@ def test_official_policy_refuses_missing_files_naming_them_and_the_fetch_command
     official(S256, M109)  # the partial set of the issue: mapping_00229 missing
     monkeypatch.setenv("SADTALKER_WEIGHTS_POLICY", "official")
     with pytest.raises(WeightsError) as err:
-        models_mod.Models().weights(256, "crop")
+        loader.Models().weights(256, "crop")
     message = str(err.value)
     assert M229 in message and "weights fetch" in message and str(folder) in message
 
@@ -89,7 +89,7 @@ def test_check_weights_refuses_before_any_row_work_listing_every_missing_file(we
     folder, synthetic, official, loaded = weights_env
     official(S256, M109)
     with pytest.raises(WeightsError) as err:
-        models_mod.check_weights("official", sizes=[256, 512], preprocesses=["crop", "full"])
+        loader.check_weights("official", sizes=[256, 512], preprocesses=["crop", "full"])
     message = str(err.value)
     for name in (M229, S512):
         assert name in message
@@ -101,28 +101,28 @@ def test_check_weights_refuses_before_any_row_work_listing_every_missing_file(we
 def test_official_policy_accepts_a_set_that_covers_the_configuration(weights_env):
     folder, _, official, _ = weights_env
     official(S256, M109)
-    models = models_mod.Models(weights_policy="official")
+    models = loader.Models(weights_policy="official")
     full = models.weights(256, "full")
     assert not full.synthetic and full.sadtalker == folder / S256 and full.mapping == folder / M109
-    report = models_mod.check_weights("official", sizes=[256], preprocesses=["full", "extfull"])
+    report = loader.check_weights("official", sizes=[256], preprocesses=["full", "extfull"])
     assert report.kind == "official" and not report.missing
 
 
 def test_synthetic_policy_ignores_official_files(weights_env):
     _, synthetic, official, _ = weights_env
     official(S256, M229, M109)
-    ws = models_mod.Models(weights_policy="synthetic").weights(256, "crop")
+    ws = loader.Models(weights_policy="synthetic").weights(256, "crop")
     assert ws.synthetic and ws.sadtalker.parent == synthetic and ws.label.startswith("synthetic:seed0")
 
 
 def test_policy_comes_from_the_environment_and_bad_values_are_refused(weights_env, monkeypatch):
     monkeypatch.setenv("SADTALKER_WEIGHTS_POLICY", "synthetic")
-    assert models_mod.Models().weights_policy == "synthetic"
-    assert models_mod.Models(weights_policy="auto").weights_policy == "auto"  # the argument wins
-    assert models_mod.Models(allow_synthetic=False).weights_policy == "official"
+    assert loader.Models().weights_policy == "synthetic"
+    assert loader.Models(weights_policy="auto").weights_policy == "auto"  # the argument wins
+    assert loader.Models(allow_synthetic=False).weights_policy == "official"
     monkeypatch.setenv("SADTALKER_WEIGHTS_POLICY", "offical")
     with pytest.raises(WeightsError, match="official, synthetic or auto"):
-        models_mod.Models()
+        loader.Models()
 
 
 def test_tampered_official_file_is_refused_not_replaced(weights_env):
@@ -130,7 +130,7 @@ def test_tampered_official_file_is_refused_not_replaced(weights_env):
     official(S256, M229, M109, tamper=M229)
     for policy in ("auto", "official"):
         with pytest.raises(WeightsError, match="does not match the official"):
-            models_mod.Models(weights_policy=policy).weights(256, "crop")
+            loader.Models(weights_policy=policy).weights(256, "crop")
 
 
 # ---- finding 3: one resolved set per configuration, labelled exactly ------------------------------------
@@ -142,7 +142,7 @@ def test_auto_with_a_partial_set_never_records_synthetic_networks_as_official(we
     a full-mode row's networks and its recorded weights are the same files."""
     folder, synthetic, official, loaded = weights_env
     official(S256, M109)
-    models = models_mod.Models()  # the default policy: auto
+    models = loader.Models()  # the default policy: auto
     if first == "networks":
         with pytest.raises(Loaded):
             models.recon_network(256)
@@ -163,7 +163,7 @@ def test_auto_with_a_partial_set_never_records_synthetic_networks_as_official(we
 def test_auto_with_the_complete_set_is_official_and_labels_the_exact_files(weights_env):
     folder, _, official, loaded = weights_env
     official(S256, M229, M109)
-    models = models_mod.Models(weights_policy="auto")
+    models = loader.Models(weights_policy="auto")
     ws = models.weights(256, "extfull")
     sha_s, sha_m = _sha(folder / S256), _sha(folder / M109)
     assert not ws.synthetic and ws.label == f"official:{sha_s[:12]}+{sha_m[:12]}"
@@ -176,7 +176,7 @@ def test_auto_with_the_complete_set_is_official_and_labels_the_exact_files(weigh
 def test_check_weights_report_under_auto(weights_env):
     folder, _, official, loaded = weights_env
     official(S256, M229, M109)  # 512 missing
-    report = models_mod.check_weights("auto", sizes=[256, 512], preprocesses=["crop", "full"])
+    report = loader.check_weights("auto", sizes=[256, 512], preprocesses=["crop", "full"])
     assert report.kind == "mixed" and report.missing == (S512,)
     assert report.sets["256/crop"].label.startswith("official:")
     assert report.sets["512/full"].label.startswith("synthetic:seed0")
@@ -185,7 +185,7 @@ def test_check_weights_report_under_auto(weights_env):
 
 
 def test_check_weights_of_no_configuration(weights_env):
-    report = models_mod.check_weights("official", sizes=[], preprocesses=[])
+    report = loader.check_weights("official", sizes=[], preprocesses=[])
     assert report.kind == "none" and report.sets == {} and not report.synthetic
 
 
@@ -217,7 +217,7 @@ def test_check_weights_under_official_names_a_missing_enhancer_file(weights_env)
     folder, _, official, _ = weights_env
     official(S256, M229, M109)
     with pytest.raises(WeightsError) as err:
-        models_mod.check_weights("official", (256,), ("crop",), enhancers=("none", "gfpgan"))
+        loader.check_weights("official", (256,), ("crop",), enhancers=("none", "gfpgan"))
     assert "GFPGANv1.4.pth" in str(err.value) and "weights fetch" in str(err.value)
-    report = models_mod.check_weights("official", (256,), ("crop",), enhancers=("none",))
+    report = loader.check_weights("official", (256,), ("crop",), enhancers=("none",))
     assert report.kind == "official"

@@ -1,8 +1,8 @@
-"""Renderer inputs (SadTalker §3.3 face render): pure numpy functions.
+"""The renderer's per-frame inputs from a clip's coefficients (SadTalker §3.3 face render): pure numpy.
 
 Official counterpart: ``get_facerender_data`` and ``gen_camera_pose`` in src/generate_facerender_batch.py.
 
-* the source image as a float tensor, the source semantics (the source's coefficients as a 27-column window);
+* the source semantics (the source's coefficients as a 27-column window);
 * the target coefficients (expression scale, ``full``-mode crop parameters, still mode);
 * the 27-frame coefficient windows around each frame (radius 13, clamped at both ends);
 * the free-view camera angle sequences (``--input_yaw/--input_pitch/--input_roll``);
@@ -26,14 +26,6 @@ EXPRESSION_DIMS = 64  # coefficient dims scaled by ``expression_scale``
 POSE_START = 64  # dims [64, C) are overwritten by the source's in still mode
 BASE_NC = 70  # expression + pose
 FULL_NC = 73  # + crop scale and translation (full / extfull modes)
-
-
-def source_image_array(image: np.ndarray) -> np.ndarray:
-    """``(S, S, 3)`` uint8 RGB → ``(1, 3, S, S)`` float32 in [0, 1] (scikit-image ``img_as_float32``)."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or image.shape[0] != image.shape[1]:
-        raise ValueError(f"expected a square (S, S, 3) uint8 RGB image, got {image.shape} {image.dtype}")
-    return np.multiply(image, 1 / 255, dtype=np.float32).transpose(2, 0, 1)[None].copy()
 
 
 def source_semantics(source_coeffs: np.ndarray, coeff_nc: int) -> np.ndarray:

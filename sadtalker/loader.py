@@ -1,4 +1,4 @@
-"""Builders and the per-process model holder.
+"""The per-process loader: which weight files to use, and every network loaded once (:class:`Models`).
 
 :class:`Models` resolves which checkpoint files to use under a **weights policy** (``official``,
 ``synthetic`` or ``auto``; argument, else ``$SADTALKER_WEIGHTS_POLICY``, else ``auto``), loads each network
