@@ -104,7 +104,7 @@ def run_overhead(params: dict[str, Any]) -> dict[str, Any]:
 def run(params: dict[str, Any]) -> dict[str, Any]:
     """Section ``flow``. Params: seconds (quick: cut speech), rows and repeat (fake batch), device, dtype,
     weights."""
-    common = {k: params.get(k) for k in ("device", "dtype", "weights")}
+    common = {k: params.get(k) for k in ("device", "dtype", "weights", "threads")}
     with tempfile.TemporaryDirectory(prefix="bench-prefect-") as home:
         env = {"PREFECT_HOME": home}  # a Prefect home of its own (fresh SQLite database), not ~/.prefect
         example = run_child("flow_example", {**common, "seconds": params.get("seconds")}, env=env)
@@ -117,7 +117,7 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-prefect-") as home:
         overhead = run_child(
             "flow_overhead",
-            {"rows": params.get("rows", 20), "repeat": params.get("repeat", 1)},
+            {"rows": params.get("rows", 20), "repeat": params.get("repeat", 1), "threads": common["threads"]},
             env={"PREFECT_HOME": home},
         )
     row_work = example["stage_s"] / max(1, example["rows"])

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -144,61 +145,77 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     sizes = params.get("sizes", [256, 512])
     dtypes = params.get("dtypes", list(DTYPES))
     start = time.perf_counter()
-    out: dict[str, Any] = {"device": device, "sizes": sizes, "dtypes": dtypes}
-    out["peak"] = {
-        dtype: peak.run(
-            {
-                "device": device,
-                "dtype": dtype,
-                "repeats": params.get("repeats", 5),
-                "tiny": params.get("tiny", False),
-                "max_shapes": params.get("max_shapes", 8),
-            }
-        )
-        for dtype in dtypes
-    }
+    out: dict[str, Any] = {"device": device, "sizes": sizes, "dtypes": dtypes, "errors": {}}
+
+    def part(name: str, fn) -> None:
+        """Run one part; a failure is recorded and the suite goes on (the figures of the others stay)."""
+        t0 = time.perf_counter()
+        print(f"gpu suite: {name} ...", flush=True)
+        try:
+            out[name] = fn()
+        except Exception:
+            out["errors"][name] = traceback.format_exc()
+            print(f"gpu suite: {name} failed\n{out['errors'][name]}", flush=True)
+        print(f"gpu suite: {name} took {time.perf_counter() - t0:.1f} s", flush=True)
+
+    def peaks():
+        repeats, tiny = params.get("repeats", 5), params.get("tiny", False)
+        return {
+            dtype: peak.run({"device": device, "dtype": dtype, "repeats": repeats, "tiny": tiny})
+            for dtype in dtypes
+        }
+
     models = models_holder(params.get("weights"))
-    out["weights"] = weights_record(models, sizes)
-    out["render"] = []
-    for size in sizes:
-        for dtype in dtypes:
-            row = render.measure(
-                models,
-                size,
-                device,
-                dtype,
-                params.get("batch_sizes", [1, 4, 8, 16, 32]),
-                int(params.get("batches", 3)),
-                int(params.get("warmup", 2)),
-            )
-            conv = None if params.get("tiny") else out["peak"][dtype]["conv_gflops"]
-            row["conv_peak_gflops"] = conv
-            row["best"]["of_conv_peak"] = row["best"]["gflops"] / conv if conv else None
-            out["render"].append(row)
-    out["psnr"] = {
-        str(size): psnr(models, size, device, dtypes, int(params.get("psnr_frames", 16))) for size in sizes
-    }
-    with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp_name:
-        tmp = Path(tmp_name)
-        wav = speech_wav(tmp / "encode.wav", params.get("encode_frames", 250) / 25)
-        encode = {}
+
+    def renders():
+        rows = []
         for size in sizes:
-            frames = _moving_frames(int(params.get("encode_frames", 250)), size, size)
+            for dtype in dtypes:
+                row = render.measure(
+                    models,
+                    size,
+                    device,
+                    dtype,
+                    params.get("batch_sizes", [1, 4, 8, 16, 32]),
+                    int(params.get("batches", 3)),
+                    int(params.get("warmup", 2)),
+                )
+                conv = None if params.get("tiny") else out.get("peak", {}).get(dtype, {}).get("conv_gflops")
+                row["conv_peak_gflops"] = conv
+                row["best"]["of_conv_peak"] = row["best"]["gflops"] / conv if conv else None
+                rows.append(row)
+        return rows
+
+    def psnrs():
+        frames = int(params.get("psnr_frames", 16))
+        return {str(size): psnr(models, size, device, dtypes, frames) for size in sizes}
+
+    tmp_dir = tempfile.TemporaryDirectory(prefix="bench-gpu-")
+    tmp = Path(tmp_dir.name)
+
+    def encodes():
+        count = int(params.get("encode_frames", 250))
+        wav = speech_wav(tmp / "encode.wav", count / 25)
+        result = {}
+        for size in sizes:
+            frames = _moving_frames(count, size, size)
             times = [_encode(tmp / f"enc{size}.mp4", wav, frames, 16) for _ in range(2)]
-            encode[str(size)] = {"frames": len(frames), "fps": len(frames) / median(times)}
-        out["encode"] = encode
-        stage_dtype = params.get("stage_dtype", "float16" if "float16" in dtypes else dtypes[0])
-        out["render_stage"] = [
-            render_stage(
-                models,
-                size,
-                device,
-                stage_dtype,
-                int(params.get("stage_batch", 16)),
-                float(params.get("stage_seconds", 10.0)),
-                tmp,
-            )
-            for size in sizes
-        ]
+            result[str(size)] = {"frames": count, "fps": count / median(times)}
+        return result
+
+    def stages():
+        dtype = params.get("stage_dtype", "float16" if "float16" in dtypes else dtypes[0])
+        batch, seconds = int(params.get("stage_batch", 16)), float(params.get("stage_seconds", 10.0))
+        return [render_stage(models, size, device, dtype, batch, seconds, tmp) for size in sizes]
+
+    try:
+        part("peak", peaks)
+        out["weights"] = weights_record(models, sizes)
+        part("render", renders)
+        part("psnr", psnrs)
+        part("encode", encodes)
+        part("render_stage", stages)
+    finally:
+        tmp_dir.cleanup()
     out["wall_s"] = time.perf_counter() - start
     return out

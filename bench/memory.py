@@ -130,7 +130,11 @@ def clips(params: dict[str, Any]) -> list[dict[str, Any]]:
     clip and a long clip at the first size (peak RSS must not grow with the clip)."""
     cuda = params.get("device", "cpu").startswith("cuda")
     sizes = params.get("sizes", [256])
-    common = {k: params[k] for k in ("device", "dtype", "weights", "batch_size") if params.get(k) is not None}
+    common = {
+        k: params[k]
+        for k in ("device", "dtype", "weights", "batch_size", "threads")
+        if params.get(k) is not None
+    }
     rows = [
         {
             "name": f"one_pair_{size}",

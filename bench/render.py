@@ -168,7 +168,14 @@ def measure(
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         # the FLOP-counting pass was the first batch size's first warm-up
-        row = time_batches(animator, windows, batch, batches, max(0, warmup - (i == 0)))
+        try:
+            row = time_batches(animator, windows, batch, batches, max(0, warmup - (i == 0)))
+        except torch.cuda.OutOfMemoryError as exc:  # a GPU too small for this batch: larger ones will not fit
+            rows.append({"batch_size": batch, "error": f"out of memory: {str(exc).splitlines()[0]}"})
+            print(f"render {size} px {dtype} batch {batch}: out of memory", flush=True)
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
+            break
         seconds = row["s_per_frame"]
         row["gflops"] = (flops["mapping"] + flops["generator"]) / seconds
         split = row["split_s_per_frame"]
@@ -181,7 +188,7 @@ def measure(
             flush=True,
         )
     animator.clear_source()
-    best = min(rows, key=lambda r: r["s_per_frame"])
+    best = min((r for r in rows if "error" not in r), key=lambda r: r["s_per_frame"])
     return {
         "size": size,
         "device": device,

@@ -13,8 +13,9 @@ the render stage without the generator (crop and ``full`` mode), paste-back, enc
   generator replaced by a stand-in (the source image, shifted a pixel per frame:
   :class:`bench.common.GeneratorStandIn`), per mode: everything the render stage does per frame besides the
   generator (mapping net + keypoints, uint8, resize, paste-back in ``full``, the streaming encode, the
-  audio mux). The summary divides the ``full`` figure by the generator's s/frame from the render section:
-  what a ``full``-mode clip costs over its render time (target <= 5 % at 256).
+  audio mux, and the clip's ``set_source``). The targets divide the ``full`` figure by the generator's own
+  s/frame from the render section (same batch size): what a ``full``-mode clip costs over its render time
+  (target <= 5 % at 256).
 - ``paste_back``: :class:`sadtalker.video.PasteBack` (Poisson blend into the 768 x 1024 photo) per frame.
 - ``encode``: :class:`sadtalker.video.VideoWriter` (libx264 CRF 25 + AAC, one ffmpeg) of the clip's frames
   at the crop and full output sizes, the portrait shifted a pixel per frame; from opening the writer to the
@@ -93,7 +94,14 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     batch = int(params.get("batch_size", 2))
     crop = render_options(size=size, preprocess="crop", batch_size=batch, device=device, dtype=dtype)
     full = render_options(size=size, preprocess="full", batch_size=batch, device=device, dtype=dtype)
-    out: dict[str, Any] = {"size": size, "seconds": seconds, "repeats": repeats, "device": device}
+    out: dict[str, Any] = {
+        "size": size,
+        "seconds": seconds,
+        "repeats": repeats,
+        "batch_size": batch,
+        "device": device,
+        "dtype": dtype,
+    }
     start_all = time.perf_counter()
     models = models_holder(params.get("weights"))
     load = {}
