@@ -9,18 +9,21 @@ the renderer at 256 px from the synthetic SadTalker files (written to the weight
 For each device (default: the CPU, and CUDA when there is one): one warm-up frame, then ``--batches`` timed
 batches of ``enhance_frames`` on random ``frame-size`` x ``frame-size`` uint8 frames at each batch size
 (resize to 512 and back, network, uint8 conversion included); then the renderer (mapping net + keypoints +
-generator, as bench/render_speed.py times it) on the same device. Prints frames/s and s/frame of each, and
-the enhancer's cost relative to the renderer's.
+generator, as ``bench/run.py --only render`` times it) on the same device. Prints frames/s and s/frame of
+each, and the enhancer's cost relative to the renderer's.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _sync(device: str) -> None:
@@ -54,32 +57,13 @@ def enhancer_speed(device: str, batch_sizes: list[int], batches: int, frame_size
 
 
 def renderer_speed(device: str, batches: int, batch_size: int) -> float:
-    """Frames per second of the 256 px renderer (synthetic weights) on ``device``, after a warm-up batch."""
-    from sadtalker.loader import Models
-    from sadtalker.render.animate import source_image_array
-    from sadtalker.render.windows import semantic_windows, source_semantics
+    """Frames per second of the 256 px renderer (synthetic weights) on ``device``, after a warm-up batch
+    (:func:`bench.render.measure`, as ``bench/run.py --only render`` times it)."""
+    from bench.common import models_holder
+    from bench.render import measure
 
-    animator = Models(weights_policy="synthetic").animator(256, "crop", device, "float32")
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, size=(256, 256, 3), dtype=np.uint8)
-    source = rng.normal(size=73).astype(np.float32)
-    coeffs = (source[None, :70] + 0.1 * rng.normal(size=(64, 70))).astype(np.float32)
-    animator.set_source(source_image_array(image), source_semantics(source, animator.coeff_nc))
-    times = []
-    try:
-        with animator.inference_context():
-            for step in range(batches + 1):  # the first batch is a warm-up
-                frames = np.arange(step * batch_size, (step + 1) * batch_size)
-                windows = torch.from_numpy(semantic_windows(coeffs, frames)).to(animator.device)
-                start = time.perf_counter()
-                _, kp_driving = animator.driving_keypoints(windows)
-                animator.render(kp_driving)
-                _sync(device)
-                if step:
-                    times.append((time.perf_counter() - start) / batch_size)
-    finally:
-        animator.clear_source()
-    speed = 1 / statistics.median(times)
+    result = measure(models_holder("synthetic"), 256, device, "float32", [batch_size], batches, warmup=1)
+    speed = result["best"]["fps"]
     print(f"  renderer {device} 256 px batch {batch_size}: {speed:.3f} frames/s ({1 / speed:.2f} s/frame)")
     return speed
 

@@ -1,0 +1,221 @@
+"""The renderer (render engine: mapping net + keypoint transformation + generator) at one size, over batch
+sizes: s/frame and frames/s, achieved GFLOP/s, and the split between its modules.
+
+Inputs: the engine of :class:`sadtalker.loader.Models` (the configured weights policy; speed does not depend
+on the values), a fixed random source image and coefficients; ``set_source`` (per-clip work) is timed once.
+For each batch size: ``warmup`` untimed batches, then ``batches`` timed batches of ``driving_keypoints``
+(mapping net + keypoints) and ``render`` (the generator); s/frame is the median batch time / batch size.
+
+FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` over the first warm-up batch of the first batch size
+(counted once per size, then per frame: FLOPs are linear in the batch). It counts convolutions (conv2d and
+conv3d alike, through ``aten.convolution``) and matrix products; ``grid_sample``, norms, interpolation and
+element-wise ops are not counted (they are a small part of the work but not of the time). Achieved GFLOP/s
+= counted FLOPs per frame / s per frame.
+
+Per-module split: forward pre- and post-hooks on the generator's dense motion network and SPADE decoder
+take a timestamp (CUDA events on a GPU, so nothing is synchronised inside the batch; ``perf_counter`` on
+the CPU, where ops are synchronous); ``rest`` = the generator's time minus those two (the 3-D warp of the
+source features, the 2-D projection convs, the occlusion mask); ``mapping`` = ``driving_keypoints``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bench.common import Marks, median, models_holder, peak_rss_mb, set_random_source, sync, weights_record
+
+
+def _flops(animator, windows, batch: int) -> dict[str, float]:
+    """GFLOP per frame of the mapping net + keypoints and of the generator (total and per module)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    generator = animator.generator
+    with FlopCounterMode(display=False) as mapping_counter:
+        _, kp = animator.driving_keypoints(windows)
+    with FlopCounterMode(display=False) as counter:
+        animator.render(kp)
+    counts = counter.get_flop_counts()
+
+    def module(name: str) -> float:
+        # FlopCounterMode keys a module by its class name when it is the outermost module called, else by
+        # the path from the outermost one.
+        for key in (type(getattr(generator, name)).__name__, f"{type(generator).__name__}.{name}"):
+            if key in counts:
+                return sum(counts[key].values()) / batch / 1e9
+        return float("nan")
+
+    total = counter.get_total_flops() / batch / 1e9
+    dense, decoder = module("dense_motion_network"), module("decoder")
+    return {
+        "mapping": mapping_counter.get_total_flops() / batch / 1e9,
+        "generator": total,
+        "dense_motion": dense,
+        "decoder": decoder,
+        "rest": total - dense - decoder,
+    }
+
+
+class _ModuleTimes:
+    """Pre/post forward hooks on the generator's dense motion network and decoder."""
+
+    def __init__(self, generator, marks: Marks):
+        self.marks = marks
+        self.events: dict[str, list] = {}
+        self.handles = []
+        for name in ("dense_motion_network", "decoder"):
+            module = getattr(generator, name)
+            self.handles.append(module.register_forward_pre_hook(self._pre(name)))
+            self.handles.append(module.register_forward_hook(self._post(name)))
+
+    def _pre(self, name):
+        def hook(module, args):
+            self.events[name] = [self.marks.mark()]
+
+        return hook
+
+    def _post(self, name):
+        def hook(module, args, output):
+            self.events[name].append(self.marks.mark())
+
+        return hook
+
+    def seconds(self) -> dict[str, float]:
+        return {name: self.marks.seconds(*pair) for name, pair in self.events.items()}
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def time_batches(animator, windows, batch: int, batches: int, warmup: int) -> dict[str, Any]:
+    """Median per-frame seconds of the engine's parts over ``batches`` timed batches of ``batch`` frames."""
+    import torch
+
+    device = str(animator.device)
+    marks = Marks(device)
+    hooks = _ModuleTimes(animator.generator, marks)
+    rows = []
+    try:
+        with animator.inference_context():
+            for step in range(warmup + batches):
+                frames = windows(range(step * batch, (step + 1) * batch))
+                sync(device)
+                t0 = marks.mark()
+                _, kp = animator.driving_keypoints(frames)
+                t1 = marks.mark()
+                out = animator.render(kp)
+                t2 = marks.mark()
+                sync(device)
+                if step >= warmup:
+                    parts = hooks.seconds()
+                    generator = marks.seconds(t1, t2)
+                    rows.append(
+                        {
+                            "total": marks.seconds(t0, t2),
+                            "mapping": marks.seconds(t0, t1),
+                            "generator": generator,
+                            "dense_motion": parts["dense_motion_network"],
+                            "decoder": parts["decoder"],
+                            "rest": generator - parts["dense_motion_network"] - parts["decoder"],
+                        }
+                    )
+                del out
+    finally:
+        hooks.remove()
+    per_frame = {key: median(r[key] for r in rows) / batch for key in rows[0]}
+    spread = [r["total"] / batch for r in rows]
+    result = {
+        "batch_size": batch,
+        "timed_batches": len(rows),
+        "s_per_frame": per_frame["total"],
+        "fps": 1 / per_frame["total"],
+        "min_s_per_frame": min(spread),
+        "max_s_per_frame": max(spread),
+        "split_s_per_frame": {k: per_frame[k] for k in ("mapping", "dense_motion", "decoder", "rest")},
+    }
+    if device.startswith("cuda"):
+        result["gpu_peak_memory_mb"] = torch.cuda.max_memory_allocated() / 1e6
+    return result
+
+
+def measure(
+    models,
+    size: int,
+    device: str = "cpu",
+    dtype: str = "float32",
+    batch_sizes=(1, 2, 4, 8, 16),
+    batches: int = 3,
+    warmup: int = 1,
+) -> dict[str, Any]:
+    """The renderer at ``size`` on ``device`` / ``dtype`` over ``batch_sizes``, with the engine of
+    ``models`` (loaded here if needed: ``load_s``)."""
+    import torch
+
+    batch_sizes = list(batch_sizes)
+    start = time.perf_counter()
+    animator = models.animator(size, "crop", device, dtype)
+    sync(device)
+    load_s = time.perf_counter() - start
+    t0 = time.perf_counter()
+    windows = set_random_source(animator, size)
+    sync(device)
+    source_s = time.perf_counter() - t0
+    with animator.inference_context():
+        flops = _flops(animator, windows(range(batch_sizes[0])), batch_sizes[0])
+    rows = []
+    for i, batch in enumerate(batch_sizes):
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        # the FLOP-counting pass was the first batch size's first warm-up
+        try:
+            row = time_batches(animator, windows, batch, batches, max(0, warmup - (i == 0)))
+        except torch.cuda.OutOfMemoryError as exc:  # a GPU too small for this batch: larger ones will not fit
+            rows.append({"batch_size": batch, "error": f"out of memory: {str(exc).splitlines()[0]}"})
+            print(f"render {size} px {dtype} batch {batch}: out of memory", flush=True)
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
+            break
+        seconds = row["s_per_frame"]
+        row["gflops"] = (flops["mapping"] + flops["generator"]) / seconds
+        split = row["split_s_per_frame"]
+        row["split_share"] = {k: v / seconds for k, v in split.items()}
+        row["split_gflops"] = {k: (flops[k] / v if v > 0 else None) for k, v in split.items()}
+        rows.append(row)
+        print(
+            f"render {size} px {dtype} batch {batch}: {seconds:.4g} s/frame, {row['fps']:.4g} frames/s, "
+            f"{row['gflops']:.4g} GFLOP/s",
+            flush=True,
+        )
+    animator.clear_source()
+    best = min((r for r in rows if "error" not in r), key=lambda r: r["s_per_frame"])
+    return {
+        "size": size,
+        "device": device,
+        "dtype": dtype,
+        "threads": torch.get_num_threads(),
+        "weights": weights_record(models, [size]),
+        "load_s": load_s,
+        "set_source_s": source_s,
+        "gflop_per_frame": flops,
+        "batches": rows,
+        "best": {k: best[k] for k in ("batch_size", "s_per_frame", "fps", "gflops")},
+        "wall_s": time.perf_counter() - start,
+    }
+
+
+def run(params: dict[str, Any]) -> dict[str, Any]:
+    """Section ``render`` for one size (``bench/run.py`` runs each size in a fresh process). Params: size,
+    batch_sizes, batches, warmup, device, dtype, weights."""
+    models = models_holder(params.get("weights"))
+    result = measure(
+        models,
+        int(params.get("size", 256)),
+        params.get("device", "cpu"),
+        params.get("dtype", "float32"),
+        params.get("batch_sizes", [1, 2, 4, 8, 16]),
+        int(params.get("batches", 3)),
+        int(params.get("warmup", 1)),
+    )
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
