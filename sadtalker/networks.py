@@ -126,15 +126,17 @@ def load_network(
     device: str | torch.device = "cpu",
 ) -> nn.Module:
     """``make`` (a name of :data:`NETWORKS`, or a builder for test-sized networks) built on the meta device,
-    materialised on ``device``, loaded strictly from ``state`` (already stripped of its prefix), eval mode,
-    no grad. Every persistent tensor comes from ``state``; non-persistent caches (the spectral-norm effective
-    weights) are recomputed by the modules' load hooks."""
+    given the tensors of ``state`` (already stripped of its prefix; strict, no copy: see
+    :func:`~sadtalker.weights.loading.load_strict`), moved to ``device``, eval mode, no grad. Every persistent
+    tensor comes from ``state``; non-persistent caches (the spectral-norm effective weights) are computed
+    by the modules' load hooks."""
     build = (lambda: build_network(make)) if isinstance(make, str) else make
     with torch.device("meta"):
         module = build()
-    module = module.to_empty(device=device)
-    load_strict(module, state, what or (make if isinstance(make, str) else type(module).__name__))
-    return module.eval().requires_grad_(False)
+    load_strict(
+        module, state, what or (make if isinstance(make, str) else type(module).__name__), assign=True
+    )
+    return module.to(device).eval().requires_grad_(False)
 
 
 def load_file(path: str | Path, names: tuple[str, ...] | None = None, file: WeightFile | None = None):

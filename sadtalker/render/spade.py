@@ -3,8 +3,8 @@
 The decoder turns the warped, occlusion-masked 2-D feature map into the RGB frame. Its residual blocks use
 spectral-normalised convolutions; the official checkpoint stores them as PyTorch's ``spectral_norm``
 parametrisation (``weight_orig``, ``weight_u``, ``weight_v``). At inference no power iteration runs, so the
-effective weight ``weight_orig / (u · (W v))`` is a constant: :class:`SpectralNormConv2d` computes it once
-whenever its state is loaded and keeps it as a non-persistent buffer (it follows ``.to(device/dtype)``).
+effective weight ``weight_orig / (u · (W v))`` is a constant: :class:`SpectralNormConv2d` folds it into
+``weight_orig`` whenever its state is loaded, so the decoder holds each weight once (122 MB at 256).
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ class SpectralNormConv2d(nn.Module):
 
         ``weight = weight_orig / σ``,  ``σ = u · (weight_orig.reshape(out, -1) @ v)``
 
-    is the non-persistent buffer ``weight``, recomputed by a load-state-dict post hook (and by
-    :meth:`refresh_weight`, to call after changing ``weight_orig/u/v`` in place). It matches PyTorch's
-    ``spectral_norm`` in eval mode exactly: the stored u, v are used as they are.
+    is folded into ``weight_orig`` by a load-state-dict post hook (and by :meth:`refresh_weight`, to call
+    after changing ``weight_orig/u/v`` in place): ``weight_orig`` becomes ``weight_orig / σ`` and u, v stay,
+    so σ of the folded weight is 1 and :attr:`weight` is ``weight_orig`` itself. A loaded module therefore
+    holds each weight once, and its ``state_dict()`` is an equivalent parametrisation (folded), not the
+    file's bytes. It matches PyTorch's ``spectral_norm`` in eval mode exactly: the stored u, v are used as
+    they are.
     """
-
-    weight: torch.Tensor
 
     def __init__(
         self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0, bias: bool = True
@@ -43,7 +44,6 @@ class SpectralNormConv2d(nn.Module):
         fan_in = in_channels * kernel_size * kernel_size
         self.register_buffer("weight_u", torch.empty(out_channels))
         self.register_buffer("weight_v", torch.empty(fan_in))
-        self.register_buffer("weight", torch.empty_like(self.weight_orig), persistent=False)
         self.padding = padding
         self._reset_parameters()
         self.register_load_state_dict_post_hook(_refresh_after_load)
@@ -59,12 +59,22 @@ class SpectralNormConv2d(nn.Module):
             self.weight_v.copy_(F.normalize(torch.randn_like(self.weight_v), dim=0))
         self.refresh_weight()
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The effective convolution weight ``(out, in, k, k)`` (``weight_orig``, folded)."""
+        return self.weight_orig
+
     @torch.no_grad()
     def refresh_weight(self) -> None:
-        """Recompute the effective weight from ``weight_orig``, ``weight_u`` and ``weight_v``."""
+        """Fold σ of ``weight_orig``, ``weight_u`` and ``weight_v`` into ``weight_orig``.
+
+        A new tensor, not an in-place division: with ``load_state_dict(assign=True)`` the parameter may be
+        the caller's own tensor, which must not change under it."""
         w = self.weight_orig.detach()
+        if w.is_meta:  # built on the meta device: nothing to fold until a state is loaded
+            return
         sigma = torch.dot(self.weight_u, torch.mv(w.reshape(w.shape[0], -1), self.weight_v))
-        self.weight = w / sigma
+        self.weight_orig = nn.Parameter(w / sigma, requires_grad=self.weight_orig.requires_grad)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight, self.bias, padding=self.padding)

@@ -98,9 +98,16 @@ def shapes_compatible(file_shape: tuple[int, ...], model_shape: tuple[int, ...])
     return file_shape == model_shape or (model_shape == () and file_shape == (1,))
 
 
-def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what: str = "") -> nn.Module:
+def load_strict(
+    module: nn.Module, state: Mapping[str, torch.Tensor], what: str = "", assign: bool = False
+) -> nn.Module:
     """Load ``state`` into ``module`` with ``strict=True``; a mismatch names the missing/unexpected keys and
-    the wrong shapes (checked before torch, with torch's own shape rule: :func:`shapes_compatible`)."""
+    the wrong shapes (checked before torch, with torch's own shape rule: :func:`shapes_compatible`).
+
+    ``assign=True`` (a module built on the meta device): the module takes the state's tensors themselves
+    instead of copies, converted only where the dtype differs, so a network costs its weights' memory once,
+    not twice while it loads. Afterwards no tensor may be left on the meta device (a buffer nothing filled).
+    """
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -116,5 +123,18 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what: str 
             f"{len(missing)} missing {missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}, "
             f"{len(bad_shapes)} wrong shapes {bad_shapes[:3]}"
         )
-    module.load_state_dict(dict(state), strict=True)
+    if not assign:
+        module.load_state_dict(dict(state), strict=True)
+        return module
+    # 0-d model tensors stored as (1,): reshaped here, as torch's copying load does on its own.
+    module.load_state_dict(
+        {k: state[k].to(expected[k].dtype).reshape(expected[k].shape) for k in expected},
+        strict=True,
+        assign=True,
+    )
+    left = [name for name, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+    if left:
+        raise WeightsError(
+            f"{what or type(module).__name__}: tensors not filled by the checkpoint: {left[:5]}"
+        )
     return module
