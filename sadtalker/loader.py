@@ -188,8 +188,9 @@ def _missing_error(missing: Iterable[str], folder: Path, policy: str) -> Weights
 
 
 def _verified(path: Path, item: WeightFile) -> str:
-    """SHA-256 of an official file, checked against the registry (hashed once per process per file)."""
-    actual = sha256_file(path)
+    """SHA-256 of an official file, checked against the registry (read once, then remembered beside it
+    while the file is unchanged: :func:`sadtalker.hashing.sha256_file`)."""
+    actual = sha256_file(path, remember=True)
     if item.sha256 and actual != item.sha256:
         raise WeightsError(
             f"{path}: SHA-256 {actual} does not match the official {item.sha256}; "
@@ -207,7 +208,7 @@ def _synthetic_paths(items: Sequence[WeightFile], seed: int) -> tuple[list[Path]
     names = [item.name for item in items]
     folder = ensure_synthetic_checkpoints(seed, names, layout=file_layout)
     paths = [folder / name for name in names]
-    return paths, {p.name: sha256_file(p) for p in paths}
+    return paths, {p.name: sha256_file(p, remember=True) for p in paths}
 
 
 def _choose_synthetic(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -130,3 +131,32 @@ def test_log_redaction_covers_messages_and_tracebacks(
             log.exception("failed")
     assert SECRET not in caplog.text
     assert "connecting with ***" in caplog.text and "RuntimeError" in caplog.text
+
+
+def test_a_remembered_digest_is_used_only_while_the_file_is_unchanged(tmp_path: Path) -> None:
+    """sha256_file(remember=True) keeps the digest beside the file; another process (a fresh in-process
+    cache) takes it from there, but not after the file changed, and a wrong sidecar is never trusted
+    beyond its key (size, mtime, inode)."""
+    from sadtalker import hashing
+
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"a" * 1000)
+    truth = hashlib.sha256(b"a" * 1000).hexdigest()
+    assert hashing.sha256_file(weights, remember=True) == truth
+    sidecar = tmp_path / ".w.safetensors.sha256.json"
+    kept = json.loads(sidecar.read_text())
+    assert kept["sha256"] == truth and kept["size"] == 1000
+
+    # A later process: the in-process cache is empty, the sidecar answers (a planted digest proves it).
+    hashing._sha256_cached.cache_clear()
+    sidecar.write_text(json.dumps({**kept, "sha256": "b" * 64}))
+    assert hashing.sha256_file(weights, remember=True) == "b" * 64
+
+    # The file changes (new size and mtime): the sidecar no longer matches, the file is read again.
+    weights.write_bytes(b"c" * 999)
+    assert hashing.sha256_file(weights, remember=True) == hashlib.sha256(b"c" * 999).hexdigest()
+    # A corrupt sidecar, or a read-only folder, costs only the full read.
+    sidecar.write_text("{not json")
+    hashing._sha256_cached.cache_clear()
+    assert hashing.sha256_file(weights, remember=True) == hashlib.sha256(b"c" * 999).hexdigest()
+    assert hashing.sha256_file(weights) == hashlib.sha256(b"c" * 999).hexdigest()  # default: never a sidecar
