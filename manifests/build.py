@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from manifests.schema import URI_COLUMNS, ManifestRow, column_kind
 from manifests.validate import ANY_PATH, ValidationReport, validate_records
 from sadtalker import storage
+from sadtalker.options import parse_angles
 
 __all__ = [
     "AUDIO_SUFFIXES",
@@ -88,9 +89,7 @@ def parse_cell(column: str, text: str) -> Any:
                 text.lower()
             ]
         if kind == "list":
-            if text.startswith("["):
-                return [float(v) for v in json.loads(text)]
-            return [float(v) for v in re.split(r"[;\s]+", text) if v]
+            return parse_angles(text)
     except (ValueError, KeyError, TypeError):
         return text
     return text

@@ -264,7 +264,7 @@ def test_option_schema_cli_and_render_key():
     none = RenderOptions()
     key = render_key("f", "c", "p" * 64, none, weights)
     assert render_key("f", "c", "p" * 64, none, weights, enhancer={"name": "x"}) == key  # none: unchanged
-    on = dataclasses.replace(none, enhancer="gfpgan")
+    on = none.model_copy(update={"enhancer": "gfpgan"})
     official = render_key("f", "c", "p" * 64, on, weights, enhancer={"name": "gfpgan", "sha256": "a" * 64})
     other = render_key("f", "c", "p" * 64, on, weights, enhancer={"name": "gfpgan", "sha256": "b" * 64})
     assert len({key, official, other}) == 3
