@@ -37,10 +37,12 @@ from typing import Annotated, Any, Literal
 import typer
 
 import flows  # noqa: F401  (offline Prefect settings before Prefect is imported)
+from flows.submit import DEFAULT_DEPLOYMENT
 from sadtalker import cli as model_cli
 from sadtalker import storage
 from sadtalker.cli import TimeoutOption, WeightsPolicyOption
 from sadtalker.cli_base import new_app, run_app
+from sadtalker.models import WeightsPolicy
 from sadtalker.options import DType, RenderOptions
 
 __all__ = ["app", "main"]
@@ -220,7 +222,7 @@ def submit_command(
         str, typer.Argument(help="Parquet manifest the workers can read (s3://..., or a shared path).")
     ],
     output: Annotated[str, typer.Option("-o", "--output", help="Output prefix the workers write to.")],
-    deployment: Annotated[str, typer.Option(help="The deployment, FLOW/NAME.")] = "render-batch/render-batch",
+    deployment: Annotated[str, typer.Option(help="The deployment, FLOW/NAME.")] = DEFAULT_DEPLOYMENT,
     batch_id: Annotated[
         str | None, typer.Option(help="Default: manifest stem + 12 hex digits of its hash.")
     ] = None,
@@ -229,7 +231,7 @@ def submit_command(
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda (default: the deployment's).")] = None,
     weights: Annotated[
-        Literal["official", "synthetic", "auto"] | None,
+        WeightsPolicy | None,
         typer.Option(
             help="Weights policy of this run (default: the deployment's; the nightly one uses official)."
         ),

@@ -24,6 +24,7 @@ import typer
 from pydantic import ValidationError
 
 from sadtalker.cli_base import new_app, run_app
+from sadtalker.models import WeightsPolicy
 from sadtalker.options import ANGLE_FIELDS, RenderOptions, parse_angles
 from sadtalker.weights.__main__ import app as weights_app
 
@@ -32,7 +33,7 @@ __all__ = ["ThresholdOption", "TimeoutOption", "WeightsPolicyOption", "app", "ma
 # ---------------------------------------------------------------------------------- options of both CLIs
 
 WeightsPolicyOption = Annotated[
-    Literal["official", "synthetic", "auto"] | None,
+    WeightsPolicy | None,
     typer.Option(
         "--weights",
         help="Weights policy: official refuses to start when an official file is missing; synthetic renders "
