@@ -24,14 +24,24 @@ import typer
 from pydantic import ValidationError
 
 from sadtalker.cli_base import new_app, run_app
-from sadtalker.models import WeightsPolicy
 from sadtalker.options import ANGLE_FIELDS, RenderOptions, parse_angles
 from sadtalker.weights.__main__ import app as weights_app
 
-__all__ = ["ThresholdOption", "TimeoutOption", "WeightsPolicyOption", "app", "main", "with_render_options"]
+__all__ = [
+    "ThresholdOption",
+    "TimeoutOption",
+    "WeightsPolicy",
+    "WeightsPolicyOption",
+    "app",
+    "main",
+    "with_render_options",
+]
 
 # ---------------------------------------------------------------------------------- options of both CLIs
 
+# sadtalker.models.WeightsPolicy, spelled out: the command lines load without the models module (whose
+# stand-in the orchestration tests install in their subprocesses).
+WeightsPolicy = Literal["official", "synthetic", "auto"]
 WeightsPolicyOption = Annotated[
     WeightsPolicy | None,
     typer.Option(

@@ -19,6 +19,7 @@ def _print_version(value: bool) -> None:
         raise typer.Exit(0)
 
 
+# The callback of a top-level group: it only holds --version (no docstring: the group's help is new_app's).
 def _root(
     version: Annotated[
         bool,
@@ -38,8 +39,8 @@ def new_app(help: str, *, version: bool = True, single: bool = False) -> typer.T
     """A command group; ``version``: with a ``--version`` option (top-level commands); ``single``: one
     command, run without naming it (and without arguments).
 
-    Plain text help and errors (no rich panels: a usage error is one ``Error: ...`` line, readable in a
-    log), no shell-completion options, Python's own tracebacks.
+    ``-h`` / ``--help``; plain text help and errors (no rich panels: a usage error is one ``Error: ...``
+    line, readable in a log); no shell-completion options; Python's own tracebacks.
     """
     app = typer.Typer(
         help=help,
@@ -47,6 +48,7 @@ def new_app(help: str, *, version: bool = True, single: bool = False) -> typer.T
         add_completion=False,
         rich_markup_mode=None,
         pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
     )
     if version:
         app.callback()(_root)

@@ -141,6 +141,7 @@ def list_command(
     no_hash: Annotated[bool, typer.Option("--no-hash", help="Skip hashing (fast).")] = False,
 ) -> None:
     """Show which registry files are present and verified."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     raise typer.Exit(_list(dest, not no_hash))
 
 
