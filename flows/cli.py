@@ -10,7 +10,8 @@ validate MANIFEST [--no-check-files] [--allow-prefix PREFIX ... | --allow-any-pa
 results OUTPUT/BATCH_ID [--failed] [--qc]   (or the path of a results.parquet)
 report OUTPUT/BATCH_ID | --index OUTPUT
 build-manifest SOURCE -o OUT.parquet [--set KEY=VALUE ...]
-render ... / weights ... / qc ...  (forwarded to the model-only ``sadtalker`` command)
+render ... / weights ... / qc ...  (the model-only ``sadtalker`` command's)
+--version
 ```
 
 Rows may name files only under the allowed input prefixes: by default the manifest's own folder tree;
@@ -28,18 +29,23 @@ at once. After 3, 4 or 128 + N, rerunning the same command finishes the batch.
 
 from __future__ import annotations
 
-import argparse
 import io
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import typer
 
 import flows  # noqa: F401  (offline Prefect settings before Prefect is imported)
+from flows.submit import DEFAULT_DEPLOYMENT
+from sadtalker import cli as model_cli
 from sadtalker import storage, uris
-from sadtalker.cli import add_timeout_argument, add_weights_policy_argument
+from sadtalker.cli import TimeoutOption, WeightsPolicy, WeightsPolicyOption
+from sadtalker.cli_base import new_app, run_app
+from sadtalker.options import DType, RenderOptions
 from sadtalker.redaction import redact
 
-__all__ = ["main"]
+__all__ = ["app", "main"]
 
 _SHOWN_COLUMNS = [
     "row",
@@ -53,100 +59,347 @@ _SHOWN_COLUMNS = [
     "error",
 ]
 
+app = new_app("Batch talking-head videos: one per row of a Parquet manifest, on Prefect.")
 
-def _threshold_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+# ------------------------------------------------------------------------------ options of the commands
+
+ManifestArgument = Annotated[
+    str, typer.Argument(help="Parquet manifest (path or fsspec URL: file://, s3://, ...).")
+]
+NoCheckFilesOption = Annotated[
+    bool, typer.Option("--no-check-files", help="Do not check that the input files exist first.")
+]
+QcThresholdOption = Annotated[
+    list[str] | None,
+    typer.Option(
         "--qc-threshold",
-        action="append",
-        default=[],
         metavar="METRIC.LEVEL=VALUE",
-        help="override a QC threshold for this batch, e.g. identity_similarity.fail=0.5 (repeatable; "
-        "metrics and defaults: docs/qc.md)",
-    )
+        help="Override a QC threshold for this batch, e.g. identity_similarity.fail=0.5 (repeatable; "
+        "metrics and defaults: docs/qc.md).",
+    ),
+]
+AllowPrefixOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-prefix",
+        metavar="PREFIX",
+        help="Rows may name files only under PREFIX (a folder, or a URL such as s3://bucket/media/); "
+        "repeatable; replaces the default, the manifest's own folder tree.",
+    ),
+]
+AllowAnyPathOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-any-path",
+        help="Rows may name any file this machine can read (one-machine use only; flow parameter "
+        "allowed_prefixes=['*']).",
+    ),
+]
 
 
-def _thresholds(values: Sequence[str]) -> dict[str, dict[str, float]] | None:
+def _allowed_prefixes(allow_prefix: list[str] | None, allow_any_path: bool) -> list[str] | None:
+    """The ``allowed_prefixes`` that ``--allow-prefix`` / ``--allow-any-path`` ask for: ``["*"]``, the
+    prefixes, or None (the default: the manifest's own folder tree)."""
+    from sadtalker.inputs import ANY_PATH
+
+    if allow_prefix and allow_any_path:
+        raise typer.BadParameter("give one of them, not both", param_hint="--allow-prefix / --allow-any-path")
+    if any(not prefix.strip() for prefix in allow_prefix or []):
+        raise typer.BadParameter("an empty prefix", param_hint="--allow-prefix")
+    if allow_any_path:
+        return [ANY_PATH]
+    return list(allow_prefix) if allow_prefix else None
+
+
+def _thresholds(values: list[str] | None) -> dict[str, dict[str, float]] | None:
     from sadtalker.qc import parse_threshold_overrides
 
-    return parse_threshold_overrides(values) or None
+    try:
+        return parse_threshold_overrides(values or []) or None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--qc-threshold") from exc
 
 
-def _run(argv: Sequence[str], prog: str) -> int:
-    from manifests.validate import add_allowed_prefix_arguments, allowed_prefixes_from_args
-
-    parser = argparse.ArgumentParser(prog=f"{prog} run", description="Render one video per manifest row.")
-    parser.add_argument("manifest", help="Parquet manifest (path or fsspec URL: file://, s3://, ...)")
-    parser.add_argument(
-        "-o", "--output", required=True, help="output prefix; the batch goes to OUTPUT/BATCH_ID"
-    )
-    parser.add_argument("--cache", help="shared stage cache prefix (default: OUTPUT/cache)")
-    parser.add_argument(
-        "--batch-id", help="default: manifest stem + 12 hex digits of its hash (reruns resume)"
-    )
-    parser.add_argument("--strict", action="store_true", help="any manifest problem fails the whole batch")
-    parser.add_argument("--force", action="store_true", help="recompute every stage, even when cached")
-    parser.add_argument("--runner", choices=("threads", "dask"), default="threads", help="default: threads")
-    parser.add_argument(
-        "--dask-address", help="scheduler of an existing Dask cluster (implies --runner dask)"
-    )
-    parser.add_argument("--workers", type=int, help="rows in flight (threads) or Dask worker processes")
-    parser.add_argument(
-        "--window", type=int, help="at most this many rows submitted at once (default: 2 per worker)"
-    )
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:<i>")
-    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
-    parser.add_argument("--no-check-files", action="store_true", help="do not check that inputs exist first")
-    parser.add_argument("--no-report", action="store_true", help="do not write report.html / index.html")
-    _threshold_arguments(parser)
-    add_weights_policy_argument(parser)
-    add_allowed_prefix_arguments(parser)
-    add_timeout_argument(parser)
-    args = parser.parse_args(argv)
-
-    from flows.render_batch import BatchStopped, ResultsNotSavedError, render_batch
+def _timeouts(values: list[str] | None) -> dict[str, float] | None:
     from sadtalker.timeouts import StageTimeouts
 
     try:
-        thresholds = _thresholds(args.qc_threshold)
-        timeouts = StageTimeouts.parse_items(args.timeout) or None  # a bad name: exit 2, before any work
+        return StageTimeouts.parse_items(values or []) or None  # a bad name: exit 2, before any work
     except ValueError as exc:
-        parser.error(str(exc))
+        raise typer.BadParameter(str(exc), param_hint="--timeout") from exc
+
+
+# ------------------------------------------------------------------------------------------ the commands
+
+
+@app.command("run")
+def run_command(
+    manifest: ManifestArgument,
+    output: Annotated[
+        str, typer.Option("-o", "--output", help="Output prefix; the batch goes to OUTPUT/BATCH_ID.")
+    ],
+    cache: Annotated[
+        str | None, typer.Option(help="Shared stage cache prefix (default: OUTPUT/cache).")
+    ] = None,
+    batch_id: Annotated[
+        str | None, typer.Option(help="Default: manifest stem + 12 hex digits of its hash (reruns resume).")
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Any manifest problem fails the whole batch.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Recompute every stage, even when cached.")] = False,
+    runner: Annotated[Literal["threads", "dask"], typer.Option(help="Where rows run.")] = "threads",
+    dask_address: Annotated[
+        str | None, typer.Option(help="Scheduler of an existing Dask cluster (implies --runner dask).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Rows in flight (threads) or Dask worker processes.")
+    ] = None,
+    window: Annotated[
+        int | None, typer.Option(help="At most this many rows submitted at once (default: 2 per worker).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:<i>.")] = "auto",
+    dtype: Annotated[DType, typer.Option(help=RenderOptions.model_fields["dtype"].description)] = "float32",
+    no_check_files: NoCheckFilesOption = False,
+    no_report: Annotated[
+        bool, typer.Option("--no-report", help="Do not write report.html / index.html.")
+    ] = False,
+    qc_threshold: QcThresholdOption = None,
+    weights: WeightsPolicyOption = None,
+    allow_prefix: AllowPrefixOption = None,
+    allow_any_path: AllowAnyPathOption = False,
+    timeout: TimeoutOption = None,
+) -> None:
+    """Render one video per manifest row (exit 1 when a row failed)."""
+    prefixes = _allowed_prefixes(allow_prefix, allow_any_path)
+    thresholds, timeouts = _thresholds(qc_threshold), _timeouts(timeout)
+
+    from flows.render_batch import BatchStopped, ResultsNotSavedError, render_batch
+
     try:
         summary = render_batch(
-            manifest=args.manifest,
-            output=args.output,
-            cache=args.cache,
-            batch_id=args.batch_id,
-            strict=args.strict,
-            force=args.force,
-            runner="dask" if args.dask_address else args.runner,
-            dask_address=args.dask_address,
-            workers=args.workers,
-            window=args.window,
-            device=args.device,
-            dtype=args.dtype,
-            check_files=not args.no_check_files,
+            manifest=manifest,
+            output=output,
+            cache=cache,
+            batch_id=batch_id,
+            strict=strict,
+            force=force,
+            runner="dask" if dask_address else runner,
+            dask_address=dask_address,
+            workers=workers,
+            window=window,
+            device=device,
+            dtype=dtype,
+            check_files=not no_check_files,
             qc_thresholds=thresholds,
-            report=not args.no_report,
-            weights=args.weights,
-            allowed_prefixes=allowed_prefixes_from_args(args),
+            report=not no_report,
+            weights=weights,
+            allowed_prefixes=prefixes,
             timeouts=timeouts,
         )
     except BatchStopped as exc:  # SIGTERM / Ctrl-C, or the storage breaker: what ran, what is saved
         if exc.summary is not None:
             _print_counts(exc.summary)
         print(f"error: {exc}", file=sys.stderr)
-        return 128 + exc.signum if exc.signum else 4
+        raise typer.Exit(128 + exc.signum if exc.signum else 4) from None
     except ResultsNotSavedError as exc:  # it ran: say what is saved (the journal) and what is not
         if exc.summary is not None:
             _print_counts(exc.summary)
         print(f"error: the batch ran, but its results were not all written: {exc}", file=sys.stderr)
-        return 3
+        raise typer.Exit(3) from None
     except Exception as exc:
         print(f"error: the batch did not run: {redact(f'{type(exc).__name__}: {exc}')}", file=sys.stderr)
-        return 2
+        raise typer.Exit(2) from None
     _print_summary(summary)
-    return 0 if summary.ok else 1
+    raise typer.Exit(0 if summary.ok else 1)
+
+
+@app.command("submit")
+def submit_command(
+    manifest: Annotated[
+        str, typer.Argument(help="Parquet manifest the workers can read (s3://..., or a shared path).")
+    ],
+    output: Annotated[str, typer.Option("-o", "--output", help="Output prefix the workers write to.")],
+    deployment: Annotated[str, typer.Option(help="The deployment, FLOW/NAME.")] = DEFAULT_DEPLOYMENT,
+    batch_id: Annotated[
+        str | None, typer.Option(help="Default: manifest stem + 12 hex digits of its hash.")
+    ] = None,
+    cache: Annotated[
+        str | None, typer.Option(help="Shared stage cache prefix (default: OUTPUT/cache).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda (default: the deployment's).")] = None,
+    weights: Annotated[
+        WeightsPolicy | None,
+        typer.Option(
+            help="Weights policy of this run (default: the deployment's; the nightly one uses official)."
+        ),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Follow the run and print where the report is.")
+    ] = False,
+    poll: Annotated[float, typer.Option(help="Seconds between state checks (--wait).")] = 2.0,
+    wait_timeout: Annotated[
+        float | None, typer.Option(help="With --wait: stop following after this many seconds.")
+    ] = None,
+    allow_invalid: Annotated[
+        bool, typer.Option("--allow-invalid", help="Send even when rows are invalid.")
+    ] = False,
+    no_check_files: NoCheckFilesOption = False,
+    qc_threshold: QcThresholdOption = None,
+    allow_prefix: AllowPrefixOption = None,
+    allow_any_path: AllowAnyPathOption = False,
+    timeout: TimeoutOption = None,
+) -> None:
+    """Validate locally, then run the batch on a shared Prefect server's deployment (flows.submit)."""
+    from flows.submit import submit as submit_batch
+
+    raise typer.Exit(
+        submit_batch(
+            manifest,
+            output,
+            deployment=deployment,
+            batch_id=batch_id,
+            cache=cache,
+            device=device,
+            weights=weights,
+            qc_thresholds=_thresholds(qc_threshold),
+            allowed_prefixes=_allowed_prefixes(allow_prefix, allow_any_path),
+            timeouts=_timeouts(
+                timeout
+            ),  # the stages' time limits of this run (the deployment's when not given)
+            check_files=not no_check_files,
+            allow_invalid=allow_invalid,
+            wait=wait,
+            poll=poll,
+            wait_timeout=wait_timeout,
+        )
+    )
+
+
+@app.command("validate")
+def validate_command(
+    manifest: ManifestArgument,
+    no_check_files: NoCheckFilesOption = False,
+    allow_prefix: AllowPrefixOption = None,
+    allow_any_path: AllowAnyPathOption = False,
+) -> None:
+    """Report every problem of every row (exit 1 when there is one); rows may name files only under the
+    allowed prefixes (default: the manifest's own folder tree)."""
+    from manifests.validate import validate_manifest
+    from sadtalker.errors import InputError
+
+    prefixes = _allowed_prefixes(allow_prefix, allow_any_path)
+    try:
+        report = validate_manifest(manifest, check_files=not no_check_files, allowed_prefixes=prefixes)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    print(f"{report.num_rows} rows, {len(report.rows)} valid, {len(report.invalid)} invalid")
+    if report.problems:
+        print(report.format_problems())
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command("results")
+def results_command(
+    batch: Annotated[str, typer.Argument(help="OUTPUT/BATCH_ID (the batch folder) or a results.parquet.")],
+    failed: Annotated[bool, typer.Option("--failed", help="Only the failed rows.")] = False,
+    all_columns: Annotated[
+        bool, typer.Option("--all-columns", help="Every column, one row per block.")
+    ] = False,
+    qc: Annotated[
+        bool, typer.Option("--qc", help="The QC figures (qc.parquet) instead of the stages.")
+    ] = False,
+) -> None:
+    """Show a batch's results table (--qc: its QC figures)."""
+    try:
+        frame, uri = _read_results(batch)
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read results: {redact(str(exc))}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    shown = frame[frame["status"] == "failed"] if failed else frame
+    if qc:
+        raise typer.Exit(_show_qc(uri, set(shown["id"])))
+    if all_columns:
+        for _, row in shown.iterrows():
+            print(row.to_string(), end="\n\n")
+    else:
+        table = shown[_SHOWN_COLUMNS].astype(object)
+        table = table.where(table.notna(), "-")
+        table["error"] = table["error"].astype(str).str.slice(0, 80)
+        print(table.to_string(index=False))
+    counts = frame["status"].value_counts().to_dict()
+    print(f"\n{redact(uri)}: {len(frame)} rows, " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+
+
+@app.command("report")
+def report_command(
+    batch: Annotated[
+        str | None, typer.Argument(help="OUTPUT/BATCH_ID (folder or URI) whose report to rebuild.")
+    ] = None,
+    index: Annotated[
+        str | None,
+        typer.Option("--index", metavar="OUTPUT", help="Rebuild OUTPUT/index.html (every batch under it)."),
+    ] = None,
+) -> None:
+    """Rebuild a batch's report.html, or the index.html of every batch under OUTPUT."""
+    if bool(batch) == bool(index):
+        raise typer.BadParameter(
+            "give a batch folder or --index OUTPUT (one of them)", param_hint="BATCH / --index"
+        )
+    from sadtalker.qc.report import build_index, build_report
+
+    try:
+        uri = build_index(index) if index else build_report(batch)
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot build the report: {redact(str(exc))}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    print(f"wrote {redact(uri)}")
+
+
+@app.command("build-manifest")
+def build_manifest_command(
+    source: Annotated[
+        str, typer.Argument(help="A .csv, a .json list of objects, or a folder of same-stem pairs.")
+    ],
+    output: Annotated[
+        str, typer.Option("-o", "--output", help="The Parquet manifest to write (path or URL).")
+    ],
+    source_format: Annotated[
+        Literal["csv", "json", "folder"] | None, typer.Option("--format", help="Default: from the suffix.")
+    ] = None,
+    set_values: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="KEY=VALUE", help="A column value for rows without one (repeatable)."),
+    ] = None,
+    no_check_files: NoCheckFilesOption = False,
+) -> None:
+    """Build a manifest from a CSV, a JSON list or a folder of same-stem pairs (exit 1 when it is invalid)."""
+    from manifests.build import ManifestBuildError, build_manifest, parse_cell
+
+    defaults: dict[str, Any] = {}
+    for item in set_values or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"needs KEY=VALUE, got {item!r}", param_hint="--set")
+        defaults[key.strip()] = parse_cell(key.strip(), value)
+    try:
+        report = build_manifest(
+            source, output, defaults=defaults, source_format=source_format, check_files=not no_check_files
+        )
+    except (ManifestBuildError, ValueError, OSError) as exc:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    print(f"wrote {redact(output)}: {report.num_rows} rows")
+
+
+# One pair without Prefect, any video's QC, the weights: the model-only command's own commands.
+app.command("render")(model_cli.render_command)
+app.command("qc")(model_cli.qc_command)
+app.add_typer(model_cli.weights_app, name="weights")
+
+
+# -------------------------------------------------------------------------------------------- printing
 
 
 def _print_counts(summary: Any) -> None:
@@ -207,34 +460,6 @@ def _read_journal(batch: str) -> Any:
     return frame.to_pandas().convert_dtypes(), paths.journal
 
 
-def _results(argv: Sequence[str], prog: str) -> int:
-    parser = argparse.ArgumentParser(prog=f"{prog} results", description="Show a batch's results table.")
-    parser.add_argument("batch", help="OUTPUT/BATCH_ID (the batch folder) or a results.parquet")
-    parser.add_argument("--failed", action="store_true", help="only the failed rows")
-    parser.add_argument("--all-columns", action="store_true", help="every column, one row per block")
-    parser.add_argument("--qc", action="store_true", help="the QC figures (qc.parquet) instead of the stages")
-    args = parser.parse_args(argv)
-    try:
-        frame, uri = _read_results(args.batch)
-    except (OSError, ValueError) as exc:
-        print(f"error: cannot read results: {redact(str(exc))}", file=sys.stderr)
-        return 2
-    shown = frame[frame["status"] == "failed"] if args.failed else frame
-    if args.qc:
-        return _show_qc(uri, set(shown["id"]))
-    if args.all_columns:
-        for _, row in shown.iterrows():
-            print(row.to_string(), end="\n\n")
-    else:
-        table = shown[_SHOWN_COLUMNS].astype(object)
-        table = table.where(table.notna(), "-")
-        table["error"] = table["error"].astype(str).str.slice(0, 80)
-        print(table.to_string(index=False))
-    counts = frame["status"].value_counts().to_dict()
-    print(f"\n{redact(uri)}: {len(frame)} rows, " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
-    return 0
-
-
 def _show_qc(results_uri: str, ids: set[str]) -> int:
     """Print the QC figures of ``qc.parquet`` beside ``results_uri`` (rows in ``ids``), rounded."""
     import pandas as pd
@@ -262,93 +487,9 @@ def _show_qc(results_uri: str, ids: set[str]) -> int:
     return 0
 
 
-def _report(argv: Sequence[str], prog: str) -> int:
-    parser = argparse.ArgumentParser(
-        prog=f"{prog} report", description="Rebuild a batch's report.html, or an output prefix's index.html."
-    )
-    parser.add_argument("batch", nargs="?", help="OUTPUT/BATCH_ID (folder or URI) whose report to rebuild")
-    parser.add_argument("--index", metavar="OUTPUT", help="rebuild OUTPUT/index.html (every batch under it)")
-    args = parser.parse_args(argv)
-    if bool(args.batch) == bool(args.index):
-        parser.error("give a batch folder or --index OUTPUT (one of them)")
-    from sadtalker.qc.report import build_index, build_report
-
-    try:
-        uri = build_index(args.index) if args.index else build_report(args.batch)
-    except (OSError, ValueError) as exc:
-        print(f"error: cannot build the report: {redact(str(exc))}", file=sys.stderr)
-        return 2
-    print(f"wrote {redact(uri)}")
-    return 0
-
-
-def _validate(argv: Sequence[str], prog: str) -> int:
-    from manifests.validate import main as validate_main
-
-    return validate_main(argv, prog=f"{prog} validate")
-
-
-def _build(argv: Sequence[str], prog: str) -> int:
-    from manifests.build import main as build_main
-
-    return build_main(argv, prog=f"{prog} build-manifest")
-
-
-_USAGE = """usage: {prog} COMMAND ...
-
-commands:
-  run MANIFEST --output PREFIX [--strict] [--force] [--runner threads|dask] [--dask-address A] ...
-                  render one video per manifest row (exit 1 when a row failed)
-  submit MANIFEST --output PREFIX [--deployment FLOW/NAME] [--wait] [--qc-threshold M.L=V ...]
-                  validate locally, then run the batch on a shared Prefect server's deployment
-  validate MANIFEST [--no-check-files] [--allow-prefix PREFIX ... | --allow-any-path]
-                  report every problem of every row (exit 1 when there is one); rows may name files
-                  only under the allowed prefixes (default: the manifest's own folder tree)
-  results OUTPUT/BATCH_ID [--failed] [--qc] [--all-columns]
-                  show a batch's results table (--qc: its QC figures)
-  report OUTPUT/BATCH_ID | --index OUTPUT
-                  rebuild a batch's report.html, or the index.html of every batch under OUTPUT
-  build-manifest SOURCE -o OUT.parquet [--set KEY=VALUE ...]
-                  build a manifest from a CSV, a JSON list or a folder of same-stem pairs
-  render ... | weights ... | qc ...
-                  one pair without Prefect, weights, QC of any video (the `sadtalker` command)
-
-'{prog} COMMAND --help' describes each command."""
-
-
-def _model_cli(argv: Sequence[str], prog: str) -> int:
-    from sadtalker.cli import main as model_main
-
-    return model_main(list(argv))
-
-
 def main(argv: Sequence[str] | None = None, prog: str = "sadtalker-batch") -> int:
-    """Run one command (see the module docstring); returns the exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
-        print(_USAGE.format(prog=prog))
-        return 0 if args else 2
-    from flows.submit import submit as _submit
-
-    handlers = {
-        "run": _run,
-        "submit": _submit,
-        "validate": _validate,
-        "results": _results,
-        "report": _report,
-        "build-manifest": _build,
-    }
-    if args[0] in ("render", "weights", "qc"):
-        return _model_cli(args, prog)
-    handler = handlers.get(args[0])
-    if handler is None:
-        print(_USAGE.format(prog=prog), file=sys.stderr)
-        print(f"\nerror: unknown command {args[0]!r}", file=sys.stderr)
-        return 2
-    try:
-        return handler(args[1:], prog)
-    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
-        return int(exc.code or 0)
+    """Run one command (see the module docstring); returns the exit status."""
+    return run_app(app, argv, prog)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,14 @@ Running it again resumes: finished rows are reused (``--force`` renders again).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Sequence
+from typing import Annotated
 
+import typer
+
+from sadtalker.cli_base import new_app, run_app
 from tasks.settings import PROJECT_PREFECT_DIR, REPO, use_prefect_home
 
 __all__ = ["main"]
@@ -33,12 +36,16 @@ def _banner(lines: Sequence[str]) -> None:
     print("!" * width + "\n", flush=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the demo; returns 0 when every row succeeded."""
-    parser = argparse.ArgumentParser(prog="python -m flows.demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--force", action="store_true", help="render again even when the videos exist")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
-    args = parser.parse_args(argv)
+app = new_app(__doc__.split("\n")[0], version=False, single=True)
+
+
+@app.command()
+def demo(
+    force: Annotated[bool, typer.Option("--force", help="Render again even when the videos exist.")] = False,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda.")] = "auto",
+) -> None:
+    """The bundled example manifest through render_batch (what `make demo` runs); exit 0 when every row
+    succeeded."""
     use_prefect_home(PROJECT_PREFECT_DIR / "demo")  # created with its parents, before Prefect is imported
 
     from flows.cli import main as cli_main
@@ -66,8 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = render_batch(
         manifest=str(EXAMPLE_MANIFEST),
         output=str(OUTPUT),
-        force=args.force,
-        device=args.device,
+        force=force,
+        device=device,
         weights=DEMO_WEIGHTS,
         allowed_prefixes=list(EXAMPLE_ALLOWED_PREFIXES),  # its folder and tests/data (the portrait)
     )
@@ -85,7 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  index:   {summary.index_uri}")
     if synthetic or summary.synthetic_weights:
         _banner(["These videos were rendered with SYNTHETIC weights: they are not real results."])
-    return 0 if summary.ok else 1
+    raise typer.Exit(0 if summary.ok else 1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo; returns 0 when every row succeeded."""
+    return run_app(app, argv, "python -m flows.demo")
 
 
 if __name__ == "__main__":

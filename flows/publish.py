@@ -27,6 +27,7 @@ from sadtalker import storage, uris
 from sadtalker.paths import BatchPaths
 from sadtalker.qc.record import HEADLINE_METRICS
 from sadtalker.redaction import redact
+from sadtalker.versions import versions
 
 __all__ = [
     "HEADLINE_METRICS",
@@ -34,7 +35,6 @@ __all__ = [
     "batch_record",
     "publish_artifacts",
     "round_figure",
-    "versions",
     "write_qc_table",
     "write_report_and_index",
 ]
@@ -46,25 +46,6 @@ def round_figure(value: Any, digits: int = 3) -> Any:
     if isinstance(value, bool) or not isinstance(value, float) or not math.isfinite(value) or value == 0:
         return value
     return round(value, max(digits - 1 - int(math.floor(math.log10(abs(value)))), 0))
-
-
-def versions() -> dict[str, str]:
-    """Versions of what produced a batch: this project, Python and the libraries that shape its numbers."""
-    import platform
-
-    found = {"sadtalker-batch": _version("sadtalker-batch"), "python": platform.python_version()}
-    for package in ("torch", "numpy", "opencv-python", "librosa", "dlib-bin", "face-alignment", "prefect"):
-        found[package] = _version(package)
-    return found
-
-
-def _version(package: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def artifact_key(manifest: str, deployment: str | None) -> str:

@@ -62,6 +62,7 @@ from flows.runners import RunnerName, default_window, make_task_runner
 from flows.stopping import BatchStopper
 from manifests.schema import ManifestRow
 from sadtalker import storage
+from sadtalker.options import DType
 from sadtalker.paths import BatchPaths, batch_id_for
 from sadtalker.redaction import redact
 from sadtalker.timeouts import StageTimeouts, io_scope
@@ -562,7 +563,7 @@ def render_batch(
     workers: int | None = None,
     window: int | None = None,
     device: str = "auto",
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32",
+    dtype: DType = "float32",
     check_files: bool = True,
     qc_thresholds: dict[str, dict[str, float]] | None = None,
     report: bool = True,
@@ -587,7 +588,7 @@ def render_batch(
             tasks); the next row goes in as one ends, so memory does not grow with the manifest. Default:
             2 per worker (``flows.runners.default_window``).
         device: ``auto`` (CUDA when the worker has it), ``cpu``, ``cuda``, ``cuda:<i>``.
-        dtype: compute dtype of the networks.
+        dtype: the renderer's precision (float16 / bfloat16 on a GPU worker only).
         check_files: check that every input file exists while validating.
         allowed_prefixes: folders or URLs (``s3://bucket/media/``) the manifest's rows may name files
             under (image, audio, references; ``..`` and symlinks resolved first); a row naming a file

@@ -15,10 +15,8 @@ when set, else the API URL without its ``/api``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from sadtalker import storage, uris
@@ -41,39 +39,6 @@ def flow_run_url(flow_run_id: Any) -> str:
     return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}"
 
 
-def _parser(prog: str) -> argparse.ArgumentParser:
-    from flows.cli import _threshold_arguments
-    from manifests.validate import add_allowed_prefix_arguments
-    from sadtalker.cli import add_timeout_argument
-
-    parser = argparse.ArgumentParser(
-        prog=f"{prog} submit",
-        description="Validate a manifest here, then run it on a Prefect deployment (shared server).",
-    )
-    parser.add_argument("manifest", help="Parquet manifest the workers can read (s3://..., or a shared path)")
-    parser.add_argument("-o", "--output", required=True, help="output prefix the workers write to")
-    parser.add_argument("--deployment", default=DEFAULT_DEPLOYMENT, help=f"default: {DEFAULT_DEPLOYMENT}")
-    parser.add_argument("--batch-id", help="default: manifest stem + 12 hex digits of its hash")
-    parser.add_argument("--cache", help="shared stage cache prefix (default: OUTPUT/cache)")
-    parser.add_argument("--device", help="auto, cpu, cuda (default: the deployment's)")
-    parser.add_argument(
-        "--weights",
-        choices=("official", "synthetic", "auto"),
-        help="weights policy of this run (default: the deployment's; the nightly one uses official)",
-    )
-    parser.add_argument("--wait", action="store_true", help="follow the run and print where the report is")
-    parser.add_argument("--poll", type=float, default=2.0, help="seconds between state checks (--wait)")
-    parser.add_argument(
-        "--wait-timeout", type=float, default=None, help="with --wait: stop following after this many seconds"
-    )
-    parser.add_argument("--allow-invalid", action="store_true", help="send even when rows are invalid")
-    parser.add_argument("--no-check-files", action="store_true", help="do not check that inputs exist")
-    _threshold_arguments(parser)
-    add_allowed_prefix_arguments(parser)
-    add_timeout_argument(parser)  # the stages' time limits of this run (the deployment's when not given)
-    return parser
-
-
 def _deployment_prefixes(name: str) -> list[str] | None:
     """The deployment's ``allowed_prefixes`` parameter (None when it does not set one)."""
     from prefect.client.orchestration import get_client
@@ -85,32 +50,45 @@ def _deployment_prefixes(name: str) -> list[str] | None:
     return [str(p) for p in prefixes]
 
 
-def submit(argv: Sequence[str], prog: str = "sadtalker-batch") -> int:
-    """Run the command; exit 0 when the run was created (``--wait``: completed with every row good),
-    1 when the manifest is invalid or the waited-for run failed or has failed rows, 2 on other errors."""
-    parser = _parser(prog)
-    args = parser.parse_args(argv)
-    from flows.cli import _thresholds
-    from manifests.validate import allowed_prefixes_from_args, validate_manifest
-    from sadtalker.paths import BatchPaths, batch_id_for
-    from sadtalker.timeouts import StageTimeouts
+def submit(
+    manifest: str,
+    output: str,
+    *,
+    deployment: str = DEFAULT_DEPLOYMENT,
+    batch_id: str | None = None,
+    cache: str | None = None,
+    device: str | None = None,
+    weights: str | None = None,
+    qc_thresholds: dict[str, dict[str, float]] | None = None,
+    allowed_prefixes: list[str] | None = None,
+    timeouts: dict[str, float] | None = None,
+    check_files: bool = True,
+    allow_invalid: bool = False,
+    wait: bool = False,
+    poll: float = 2.0,
+    wait_timeout: float | None = None,
+) -> int:
+    """Validate the manifest, then create a run of ``deployment`` (the ``sadtalker-batch submit`` command).
 
-    try:
-        thresholds = _thresholds(args.qc_threshold)
-        timeouts = StageTimeouts.parse_items(args.timeout) or None  # a bad name: exit 2, nothing sent
-    except ValueError as exc:
-        parser.error(str(exc))
-    manifest, output = uris.normalize(args.manifest), uris.normalize(args.output)
-    prefixes = allowed_prefixes_from_args(args)
+    Parameters left None are the deployment's; ``allowed_prefixes`` None: the deployment's, else the
+    default (the manifest's own tree). Returns the exit status: 0 when the run was created (``wait``:
+    completed with every row good), 1 when the manifest is invalid or the waited-for run failed or has
+    failed rows, 2 on other errors.
+    """
+    from manifests.validate import validate_manifest
+    from sadtalker.paths import BatchPaths, batch_id_for
+
+    manifest, output = uris.normalize(manifest), uris.normalize(output)
+    prefixes = allowed_prefixes
     explicit = prefixes is not None
     if not explicit:  # validate with the prefixes the run will use: the deployment's
         try:
-            prefixes = _deployment_prefixes(args.deployment)
+            prefixes = _deployment_prefixes(deployment)
         except Exception as exc:
-            print(f"error: cannot read {args.deployment}: {redact(str(exc))}", file=sys.stderr)
+            print(f"error: cannot read {deployment}: {redact(str(exc))}", file=sys.stderr)
             return 2
     try:
-        report = validate_manifest(manifest, check_files=not args.no_check_files, allowed_prefixes=prefixes)
+        report = validate_manifest(manifest, check_files=check_files, allowed_prefixes=prefixes)
     except Exception as exc:
         print(f"error: cannot read the manifest: {redact(str(exc))}", file=sys.stderr)
         return 2
@@ -118,17 +96,17 @@ def submit(argv: Sequence[str], prog: str = "sadtalker-batch") -> int:
     print(f"allowed input prefixes: {redact(', '.join(report.allowed_prefixes))}")
     if report.problems:
         print(report.format_problems(limit=1000))
-        if not args.allow_invalid:
+        if not allow_invalid:
             print("nothing was sent: fix the manifest (or pass --allow-invalid)", file=sys.stderr)
             return 1
-    batch_id = args.batch_id or batch_id_for(manifest, report.manifest_sha256)
-    paths = BatchPaths.create(output, batch_id, args.cache)
+    batch_id = batch_id or batch_id_for(manifest, report.manifest_sha256)
+    paths = BatchPaths.create(output, batch_id, cache)
     parameters: dict[str, Any] = {"manifest": manifest, "output": output, "batch_id": batch_id}
     for name, value in (
-        ("cache", args.cache),
-        ("device", args.device),
-        ("weights", args.weights),
-        ("qc_thresholds", thresholds),
+        ("cache", cache),
+        ("device", device),
+        ("weights", weights),
+        ("qc_thresholds", qc_thresholds),
         ("allowed_prefixes", prefixes if explicit else None),
         ("timeouts", timeouts),
     ):
@@ -138,16 +116,16 @@ def submit(argv: Sequence[str], prog: str = "sadtalker-batch") -> int:
     from prefect.deployments import run_deployment
 
     try:
-        run = run_deployment(name=args.deployment, parameters=parameters, timeout=0)
+        run = run_deployment(name=deployment, parameters=parameters, timeout=0)
     except Exception as exc:
-        print(f"error: cannot create a run of {args.deployment}: {redact(str(exc))}", file=sys.stderr)
+        print(f"error: cannot create a run of {deployment}: {redact(str(exc))}", file=sys.stderr)
         return 2
-    print(f"flow run {run.name} ({run.id}) of {args.deployment}")
+    print(f"flow run {run.name} ({run.id}) of {deployment}")
     print(f"  watch:  {flow_run_url(run.id)}")
     print(f"  report: {redact(paths.report)} (when the run ends)")
-    if not args.wait:
+    if not wait:
         return 0
-    state = _follow(run.id, args.poll, args.wait_timeout)
+    state = _follow(run.id, poll, wait_timeout)
     print(f"flow run {run.name}: {state}")
     if state != "COMPLETED":
         return 1

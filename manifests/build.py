@@ -1,9 +1,9 @@
 """Build a Parquet manifest from a CSV file, a JSON list of objects, or a folder of photo-speech pairs.
 
 ```
-python -m manifests.build pairs.csv  -o manifest.parquet
-python -m manifests.build rows.json  -o s3://bucket/batches/manifest.parquet
-python -m manifests.build photos_and_speech/ -o manifest.parquet --set size=512 --set still=true
+sadtalker-batch build-manifest pairs.csv  -o manifest.parquet
+sadtalker-batch build-manifest rows.json  -o s3://bucket/batches/manifest.parquet
+sadtalker-batch build-manifest photos_and_speech/ -o manifest.parquet --set size=512 --set still=true
 ```
 
 - CSV: one header row with manifest column names; empty cells take the defaults; list columns
@@ -19,7 +19,6 @@ result is validated like any manifest; nothing is written while a problem remain
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -36,6 +35,7 @@ import pyarrow.parquet as pq
 from manifests.schema import URI_COLUMNS, ManifestRow, column_kind
 from manifests.validate import ANY_PATH, ValidationReport, validate_records
 from sadtalker import storage, uris
+from sadtalker.options import parse_angles
 from sadtalker.redaction import redact
 
 __all__ = [
@@ -89,9 +89,7 @@ def parse_cell(column: str, text: str) -> Any:
                 text.lower()
             ]
         if kind == "list":
-            if text.startswith("["):
-                return [float(v) for v in json.loads(text)]
-            return [float(v) for v in re.split(r"[;\s]+", text) if v]
+            return parse_angles(text)
     except (ValueError, KeyError, TypeError):
         return text
     return text
@@ -237,41 +235,3 @@ def _guess_format(source: str) -> str:
     if lower.endswith(".json"):
         return "json"
     return "folder"
-
-
-def main(argv: Sequence[str] | None = None, prog: str = "python -m manifests.build") -> int:
-    """Command line: ``SOURCE -o OUT [--format csv|json|folder] [--set KEY=VALUE ...] [--no-check-files]``."""
-    parser = argparse.ArgumentParser(
-        prog=prog, description="Build a Parquet manifest from a CSV, a JSON list or a folder of pairs."
-    )
-    parser.add_argument("source", help="a .csv, a .json list of objects, or a folder of same-stem pairs")
-    parser.add_argument("-o", "--output", required=True, help="the Parquet manifest to write (path or URL)")
-    parser.add_argument("--format", choices=("csv", "json", "folder"), help="default: from the suffix")
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="a column value for rows without one"
-    )
-    parser.add_argument("--no-check-files", action="store_true", help="do not check that files exist")
-    args = parser.parse_args(argv)
-    defaults: dict[str, Any] = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--set needs KEY=VALUE, got {item!r}")
-        defaults[key.strip()] = parse_cell(key.strip(), value)
-    try:
-        report = build_manifest(
-            args.source,
-            args.output,
-            defaults=defaults,
-            source_format=args.format,
-            check_files=not args.no_check_files,
-        )
-    except (ManifestBuildError, ValueError, OSError) as exc:
-        print(f"error: {redact(str(exc))}", file=sys.stderr)
-        return 1
-    print(f"wrote {redact(args.output)}: {report.num_rows} rows")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

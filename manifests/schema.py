@@ -1,31 +1,29 @@
 """The one typed model of a manifest row (a Parquet row = one video).
 
-Per-row options mirror :class:`sadtalker.options.RenderOptions` (same names, defaults and ranges), so a
-row turns into the options of its video with :meth:`ManifestRow.to_options`. Unknown columns and
+A row is a photo-speech pair (``id``, ``image``, ``audio``) and the options of its video: the columns of
+:class:`sadtalker.options.RowOptions`, declared there once (names, types, defaults, ranges, descriptions),
+so a row turns into the options of its video with :meth:`ManifestRow.to_options`. Unknown columns and
 out-of-range values are errors. ``device`` and ``dtype`` are not row options: they belong to the worker
 that runs the row (flow parameters).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from sadtalker.options import RenderOptions
+from sadtalker.options import RenderOptions, RowOptions
 
 __all__ = ["ID_PATTERN", "OPTION_COLUMNS", "REQUIRED_COLUMNS", "URI_COLUMNS", "ManifestRow", "column_kind"]
 
 #: Row ids name output folders: letters, digits, ``.``, ``_``, ``-``; no leading dot (see sadtalker.paths).
 ID_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"
-Angle = Annotated[float, Field(ge=-90.0, le=90.0, allow_inf_nan=False)]
-Angles = Annotated[list[Angle], Field(min_length=1, max_length=64)]
 
 
-class ManifestRow(BaseModel):
-    """One photo-speech pair and the options of its video."""
+class RowInputs(BaseModel):
+    """The required columns: a row's id and its photo-speech pair."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -43,62 +41,26 @@ class ManifestRow(BaseModel):
     audio: str = Field(
         min_length=1, description="The speech track (wav, mp3, flac, ...); paths as for image."
     )
-    size: Literal[256, 512] = Field(256, description="Render resolution of the face model: 256 or 512.")
-    preprocess: Literal["crop", "extcrop", "resize", "full", "extfull"] = Field(
-        "crop",
-        description="How the photo is cropped: crop/extcrop animate the face crop; full/extfull paste it "
-        "back into the whole photo; resize animates the whole (already tight) photo.",
-    )
-    still: bool = Field(False, description="Keep the head still (less head motion; use with full).")
-    pose_style: int = Field(0, ge=0, le=45, description="Head-motion style of PoseVAE, 0-45.")
-    expression_scale: float = Field(
-        1.0, ge=0.0, allow_inf_nan=False, description="Scale of the expression (mouth) motion, >= 0."
-    )
-    ref_eyeblink: str | None = Field(
-        None, description="Optional reference for blinks (video or .npz of coefficients); paths as for image."
-    )
-    ref_pose: str | None = Field(
-        None, description="Optional reference for head pose (video or .npz); paths as for image."
-    )
-    input_yaw: Angles | None = Field(None, description="Free-view yaw keyframes in degrees, each -90..90.")
-    input_pitch: Angles | None = Field(
-        None, description="Free-view pitch keyframes in degrees, each -90..90."
-    )
-    input_roll: Angles | None = Field(None, description="Free-view roll keyframes in degrees, each -90..90.")
-    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the row's blink and pose noise.")
-    batch_size: int = Field(2, ge=1, le=64, description="Frames per generator batch (memory vs speed).")
-    enhancer: Literal["none", "gfpgan"] = Field(
-        "none",
-        description="Face restoration of every rendered frame: none, or gfpgan (GFPGAN v1.4; needs "
-        "GFPGANv1.4.pth with official weights; several times the render's time per frame).",
-    )
 
-    @field_validator("pose_style", "seed", "batch_size", mode="before")
-    @classmethod
-    def _not_a_boolean(cls, value: Any) -> Any:
-        # pydantic's lax mode reads True as 1: a boolean column would render pose style 1 without a word.
-        if type(value).__name__ in ("bool", "bool_"):
-            raise ValueError(f"Input should be a valid integer, not a boolean ({value!r})")
-        return value
+
+# pydantic orders the fields of the last base first: id, image, audio, then the options. That order is the
+# order of a row's problems and of its JSON (the results journal's row fingerprints).
+class ManifestRow(RowOptions, RowInputs):
+    """One photo-speech pair and the options of its video."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     def to_options(self, **overrides: Any) -> RenderOptions:
         """The row's :class:`RenderOptions`; ``overrides`` set worker fields (``device``, ``dtype``) and
         replace ``ref_eyeblink`` / ``ref_pose`` URIs by local paths."""
-        values = self.model_dump(include=OPTION_COLUMNS)
-        for name in ("input_yaw", "input_pitch", "input_roll"):
-            if values[name] is not None:
-                values[name] = tuple(values[name])
-        values.update(overrides)
-        return RenderOptions(**values)
+        return RenderOptions(**{**self.model_dump(include=OPTION_COLUMNS), **overrides})
 
 
-REQUIRED_COLUMNS: tuple[str, ...] = ("id", "image", "audio")
+REQUIRED_COLUMNS: tuple[str, ...] = tuple(RowInputs.model_fields)
 #: Columns holding file references (resolved against the manifest's folder).
 URI_COLUMNS: tuple[str, ...] = ("image", "audio", "ref_eyeblink", "ref_pose")
-#: Columns that are render options (the fields shared with RenderOptions).
-OPTION_COLUMNS: frozenset[str] = frozenset(f.name for f in dataclasses.fields(RenderOptions)) & frozenset(
-    ManifestRow.model_fields
-)
+#: Columns that are render options.
+OPTION_COLUMNS: frozenset[str] = frozenset(RowOptions.model_fields)
 
 
 def column_kind(name: str) -> Literal["str", "int", "float", "bool", "list"]:

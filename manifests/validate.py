@@ -16,11 +16,9 @@ any path: the explicit opt-out for one-machine use (``--allow-any-path``).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import math
-import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,9 +41,7 @@ __all__ = [
     "ManifestError",
     "Problem",
     "ValidationReport",
-    "add_allowed_prefix_arguments",
     "allowed_input_prefixes",
-    "allowed_prefixes_from_args",
     "validate_manifest",
     "validate_records",
 ]
@@ -295,40 +291,6 @@ def _outside(value: str, uri: str, allowed: Sequence[str]) -> str | None:
     )
 
 
-def _prefix_argument(value: str) -> str:
-    if not value.strip():
-        raise argparse.ArgumentTypeError("an empty prefix")
-    return value
-
-
-def add_allowed_prefix_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--allow-prefix PREFIX`` (repeatable) and ``--allow-any-path``: the same options for ``validate``,
-    ``run`` and ``submit`` (read back with :func:`allowed_prefixes_from_args`)."""
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument(
-        "--allow-prefix",
-        action="append",
-        type=_prefix_argument,
-        metavar="PREFIX",
-        help="rows may name files only under PREFIX (a folder, or a URL such as s3://bucket/media/); "
-        "repeatable; replaces the default, the manifest's own folder tree",
-    )
-    group.add_argument(
-        "--allow-any-path",
-        action="store_true",
-        help="rows may name any file this machine can read (one-machine use only; flow parameter "
-        "allowed_prefixes=['*'])",
-    )
-
-
-def allowed_prefixes_from_args(args: argparse.Namespace) -> list[str] | None:
-    """The ``allowed_prefixes`` the options of :func:`add_allowed_prefix_arguments` ask for: ``["*"]``,
-    the ``--allow-prefix`` values, or None (the default: the manifest's own folder tree)."""
-    if getattr(args, "allow_any_path", False):
-        return [ANY_PATH]
-    return list(args.allow_prefix) if getattr(args, "allow_prefix", None) else None
-
-
 def _duplicate_ids(raw_ids: Mapping[int, str | None]) -> list[Problem]:
     """A problem for every row whose id another row also has, exactly or up to case.
 
@@ -391,32 +353,3 @@ def _check_files(files: Mapping[tuple[int, str], str], ids: Mapping[int, str | N
         if (text := verdicts[uri]) is not None
     ]
     return sorted(problems, key=lambda p: (p.row, URI_COLUMNS.index(p.column or "image")))
-
-
-def main(argv: Sequence[str] | None = None, prog: str = "python -m manifests.validate") -> int:
-    """``python -m manifests.validate MANIFEST [--no-check-files] [--allow-prefix P ... | --allow-any-path]``:
-    print every problem; exit 1 if any."""
-    parser = argparse.ArgumentParser(
-        prog=prog, description="Validate a manifest: every problem of every row."
-    )
-    parser.add_argument("manifest", help="Parquet manifest (path or fsspec URL)")
-    parser.add_argument("--no-check-files", action="store_true", help="do not check that files exist")
-    add_allowed_prefix_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        report = validate_manifest(
-            args.manifest,
-            check_files=not args.no_check_files,
-            allowed_prefixes=allowed_prefixes_from_args(args),
-        )
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"{report.num_rows} rows, {len(report.rows)} valid, {len(report.invalid)} invalid")
-    if report.problems:
-        print(report.format_problems())
-    return 0 if report.ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,77 +1,136 @@
-"""Model-only command line: render one photo + speech pair, manage weights. No Prefect here.
+"""Model-only command line: render one photo + speech pair, check a video, manage weights. No Prefect here.
 
     sadtalker render --image PHOTO --audio SPEECH --out OUT.mp4 [--size 512 --preprocess full --still ...]
     sadtalker qc VIDEO --image PHOTO [--audio SPEECH] [--coefficients X.npz] [--threshold NAME.fail=V ...]
     sadtalker weights fetch|list|synthetic ...
+    sadtalker --version
 
-The batch commands (``run``, ``validate``, ``results``, ...) live in ``flows.cli`` behind the
-``sadtalker-batch`` command, which also forwards ``render`` and ``weights`` here.
+The render flags are generated from :class:`sadtalker.options.RenderOptions` (:func:`with_render_options`):
+one per field, with its type, default and description. The batch commands (``run``, ``validate``,
+``results``, ...) live in ``flows.cli`` behind the ``sadtalker-batch`` command, which has these commands too.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
+import functools
+import inspect
 import logging
 import sys
-import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from sadtalker.options import RenderOptions
+import typer
+from pydantic import ValidationError
 
-_HELP = {
-    "size": "render size in pixels",
-    "preprocess": "crop mode: crop (face only), extcrop (face + border), resize (whole photo), "
-    "full / extfull (paste the face back into the whole photo)",
-    "still": "keep the source head pose (less head motion)",
-    "pose_style": "head-motion style, 0-45",
-    "expression_scale": "multiply the expression coefficients (1 = as predicted)",
-    "ref_eyeblink": "reference video, or coefficients (.npz with coeff_3dmm / .npy), whose expression "
-    "drives the eyes (any fsspec URI; told apart by content)",
-    "ref_pose": "reference video or coefficients whose head motion is added (any fsspec URI)",
-    "input_yaw": "free-view yaw angles in degrees, interpolated over the clip",
-    "input_pitch": "free-view pitch angles in degrees",
-    "input_roll": "free-view roll angles in degrees",
-    "seed": "seed of every random draw (blinks, pose noise)",
-    "batch_size": "frames rendered at once",
-    "device": "cpu, cuda or cuda:N",
-    "dtype": "renderer precision (float16/bfloat16 only on a GPU)",
-    "enhancer": "face restoration of each rendered frame: none, or gfpgan (GFPGAN v1.4; needs "
-    "`sadtalker weights fetch gfpgan` for official renders; slow on a CPU)",
-}
+from sadtalker.cli_base import new_app, run_app
+from sadtalker.options import ANGLE_FIELDS, RenderOptions, parse_angles
+from sadtalker.weights.__main__ import app as weights_app
 
+__all__ = [
+    "ThresholdOption",
+    "TimeoutOption",
+    "WeightsPolicy",
+    "WeightsPolicyOption",
+    "app",
+    "main",
+    "with_render_options",
+]
 
-def add_option_arguments(parser: argparse.ArgumentParser) -> None:
-    """One ``--flag`` per :class:`RenderOptions` field, typed from the dataclass."""
-    hints = typing.get_type_hints(RenderOptions)
-    for field in dataclasses.fields(RenderOptions):
-        flag = "--" + field.name.replace("_", "-")
-        hint = hints[field.name]
-        origin, args = typing.get_origin(hint), typing.get_args(hint)
-        kwargs: dict = {"dest": field.name, "default": field.default, "help": _HELP.get(field.name)}
-        if hint is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif origin is typing.Literal:
-            kwargs["choices"] = list(args)
-            kwargs["type"] = type(args[0])
-        elif origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-            inner = next(a for a in args if a is not type(None))
-            if typing.get_origin(inner) is tuple:
-                kwargs.update(nargs="+", type=float)
-            else:
-                kwargs["type"] = inner
-        else:
-            kwargs["type"] = hint
-        parser.add_argument(flag, **kwargs)
+# ---------------------------------------------------------------------------------- options of both CLIs
+
+# sadtalker.loader.WeightsPolicy, spelled out: the command lines load without the models module (whose
+# stand-in the orchestration tests install in their subprocesses).
+WeightsPolicy = Literal["official", "synthetic", "auto"]
+WeightsPolicyOption = Annotated[
+    WeightsPolicy | None,
+    typer.Option(
+        "--weights",
+        help="Weights policy: official refuses to start when an official file is missing; synthetic renders "
+        "noise (tests); auto uses the official set when complete, else synthetic, loudly "
+        "(default: $SADTALKER_WEIGHTS_POLICY, else auto).",
+    ),
+]
 
 
-def options_from_args(args: argparse.Namespace) -> RenderOptions:
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RenderOptions)}
-    for name in ("input_yaw", "input_pitch", "input_roll"):
-        if values[name] is not None:
-            values[name] = tuple(values[name])
-    return RenderOptions(**values)
+def _timeout_help() -> str:
+    from sadtalker.timeouts import StageTimeouts
+
+    defaults = ", ".join(f"{k}={v:g}" for k, v in StageTimeouts().to_dict().items())
+    return f"Override a stage's time limit (repeatable), e.g. render_per_frame_s=30; defaults: {defaults}."
+
+
+TimeoutOption = Annotated[
+    list[str] | None, typer.Option("--timeout", metavar="NAME=SECONDS", help=_timeout_help())
+]
+ThresholdOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--threshold",
+        metavar="NAME.warn|fail=VALUE",
+        help="Override a QC threshold (repeatable), e.g. identity_similarity.fail=0.85; =none removes it.",
+    ),
+]
+
+# --------------------------------------------------------------------- render flags, from RenderOptions
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _option_parameter(name: str) -> inspect.Parameter:
+    """The command-line parameter of :class:`RenderOptions` field ``name``: typer derives ``--name`` (and
+    ``--no-name`` for a boolean) from it, its type from the field's, its help from the description."""
+    field = RenderOptions.model_fields[name]
+    annotation: Any = field.annotation
+    option = typer.Option(help=field.description)
+    if name in ANGLE_FIELDS:  # click options take one value: the flag repeats, or one value lists them
+        annotation = list[str] | None
+        option = typer.Option(help=f"{field.description} Repeatable, or one value: '-20 30'.", metavar="DEG")
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=field.default, annotation=Annotated[annotation, option]
+    )
+
+
+def _options(values: dict[str, Any]) -> RenderOptions:
+    """The flags' values as :class:`RenderOptions`; a bad value is a usage error naming its flag (exit 2)."""
+    for name in ANGLE_FIELDS:
+        try:
+            values[name] = [a for text in values[name] for a in parse_angles(text)] if values[name] else None
+        except (ValueError, TypeError) as exc:
+            raise typer.BadParameter(
+                f"not a list of angles in degrees ({exc})", param_hint=_flag(name)
+            ) from exc
+    try:
+        return RenderOptions(**values)
+    except ValidationError as exc:
+        problems = [(_flag(str(e["loc"][0])), f"{e['msg']} (got {e['input']!r})") for e in exc.errors()]
+        if len(problems) == 1:
+            raise typer.BadParameter(problems[0][1], param_hint=problems[0][0]) from exc
+        raise typer.BadParameter("; ".join(f"{flag}: {text}" for flag, text in problems)) from exc
+
+
+def with_render_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``command(options: RenderOptions, ...)`` as a command that has, in place of ``options``, one flag
+    per :class:`RenderOptions` field; it receives the flags' values checked by the model."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "options"]
+    flags = [_option_parameter(name) for name in RenderOptions.model_fields]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        options = _options({name: kwargs.pop(name) for name in RenderOptions.model_fields})
+        return command(options=options, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*own, *flags])  # type: ignore[attr-defined]
+    return wrapper
+
+
+# ------------------------------------------------------------------------------------------ the commands
+
+app = new_app("Render one photo + speech pair, check any video, manage the weights. No Prefect here.")
+app.add_typer(weights_app, name="weights")
 
 
 def qc_record_path(video: str | Path) -> Path:
@@ -88,7 +147,19 @@ def _write_json_atomic(path: Path, data: dict) -> None:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def _render(args: argparse.Namespace) -> int:
+@app.command("render")
+@with_render_options
+def render_command(
+    options: RenderOptions,
+    image: Annotated[str, typer.Option(help="Portrait (PNG, JPEG, WebP, BMP), or a video: its first frame.")],
+    audio: Annotated[str, typer.Option(help="Speech (wav, flac, ogg, mp3, m4a, ...).")],
+    out: Annotated[str, typer.Option(help="Output .mp4.")],
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    weights: WeightsPolicyOption = None,
+    threshold: ThresholdOption = None,
+    timeout: TimeoutOption = None,
+) -> None:
+    """Photo + speech -> talking-head mp4 (and its QC record beside it)."""
     from sadtalker import storage, uris
     from sadtalker.errors import SadTalkerError
     from sadtalker.loader import Models, check_weights
@@ -96,13 +167,13 @@ def _render(args: argparse.Namespace) -> int:
     from sadtalker.qc import resolve_thresholds
     from sadtalker.timeouts import StageTimeouts
 
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        options = options_from_args(args)
-        resolve_thresholds(args.threshold)  # a bad override fails before minutes of rendering
-        timeouts = StageTimeouts.parse(args.timeout)
+        resolve_thresholds(threshold)  # a bad override fails before minutes of rendering
+        timeouts = StageTimeouts.parse(timeout or [])
         # Under `official`, missing files stop here with the fetch command, before any work.
         checked = check_weights(
-            args.weights, (options.size,), (options.preprocess,), enhancers=(options.enhancer,)
+            weights, (options.size,), (options.preprocess,), enhancers=(options.enhancer,)
         )
         for warning in checked.warnings:
             print(f"WARNING: weights: {warning}", file=sys.stderr)
@@ -114,18 +185,18 @@ def _render(args: argparse.Namespace) -> int:
                 for name, uri in (("ref_eyeblink", options.ref_eyeblink), ("ref_pose", options.ref_pose))
             }
             result = render_pair(
-                args.image,
-                args.audio,
-                args.out,
-                dataclasses.replace(options, **local_refs),
+                image,
+                audio,
+                out,
+                options.model_copy(update=local_refs),
                 models=models,
-                progress=not args.quiet,
-                thresholds=args.threshold,
+                progress=not quiet,
+                thresholds=threshold,
                 timeouts=timeouts,
             )
     except (SadTalkerError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise typer.Exit(2) from None
     size = f"{result.width}x{result.height}"
     print(f"wrote {result.path}: {result.num_frames} frames, {result.duration:.2f} s, {size}")
     print(f"weights: {models.weights_label(options.size, options.preprocess)} (policy {checked.policy})")
@@ -136,124 +207,60 @@ def _render(args: argparse.Namespace) -> int:
         print(f"  QC: {problem}")
     if result.synthetic_weights:
         print("WARNING: rendered with SYNTHETIC weights (no official checkpoints in the cache): not a face")
-    return 0
 
 
-def _qc(args: argparse.Namespace) -> int:
-    """Print the QC record of any video as JSON; exit 1 on fail, 0 on pass / warn, 2 on bad input."""
+@app.command("qc")
+def qc_command(
+    video: Annotated[str, typer.Argument(help="The video to check.")],
+    image: Annotated[
+        str | None, typer.Option(help="The source photo (the face the video should show).")
+    ] = None,
+    audio: Annotated[
+        str | None, typer.Option(help="The driving speech (default: the video's own audio track).")
+    ] = None,
+    coefficients: Annotated[
+        str | None, typer.Option(help=".npz (coefficients / coeff_3dmm) or .npy (T, 70) motion coefficients.")
+    ] = None,
+    weights: Annotated[
+        Literal["official", "synthetic", "unknown"],
+        typer.Option(
+            help="The weights the video was rendered with (synthetic: face metrics are not meaningful)."
+        ),
+    ] = "unknown",
+    samples: Annotated[int, typer.Option(help="Frames sampled for face / identity / sharpness.")] = 16,
+    threshold: ThresholdOption = None,
+) -> None:
+    """Check any video against its inputs: the QC record as JSON on stdout; exit 1 on fail, 2 on bad input."""
     import json
 
     from sadtalker.errors import SadTalkerError
     from sadtalker.qc import check_video
 
-    if not Path(args.video).is_file():
-        print(f"error: {args.video}: file not found", file=sys.stderr)
-        return 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not Path(video).is_file():
+        print(f"error: {video}: file not found", file=sys.stderr)
+        raise typer.Exit(2)
     try:
         report = check_video(
-            args.video,
-            args.image,
-            args.audio,
-            coefficients=args.coefficients,
-            thresholds=args.threshold,
-            weights=args.weights,
-            max_samples=args.samples,
+            video,
+            image,
+            audio,
+            coefficients=coefficients,
+            thresholds=threshold,
+            weights=weights,
+            max_samples=samples,
         )
     except (SadTalkerError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise typer.Exit(2) from None
     print(json.dumps(report.to_dict(), indent=2))
     print(f"QC {report.summary()}", file=sys.stderr)
-    return 1 if report.verdict == "fail" else 0
-
-
-def add_weights_policy_argument(parser: argparse.ArgumentParser) -> None:
-    """``--weights official|synthetic|auto`` (both command lines use this one definition)."""
-    parser.add_argument(
-        "--weights",
-        choices=("official", "synthetic", "auto"),
-        default=None,
-        help="weights policy: official refuses to start when an official file is missing; synthetic renders "
-        "noise (tests); auto uses the official set when complete, else synthetic, loudly "
-        "(default: $SADTALKER_WEIGHTS_POLICY, else auto)",
-    )
-
-
-def add_timeout_argument(parser: argparse.ArgumentParser) -> None:
-    """``--timeout NAME=SECONDS`` (repeatable; both command lines use this one definition)."""
-    from sadtalker.timeouts import StageTimeouts
-
-    defaults = ", ".join(f"{k}={v:g}" for k, v in StageTimeouts().to_dict().items())
-    parser.add_argument(
-        "--timeout",
-        action="append",
-        default=[],
-        metavar="NAME=SECONDS",
-        help=f"override a stage's time limit (repeatable), e.g. render_per_frame_s=30; defaults: {defaults}",
-    )
-
-
-def _add_threshold_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--threshold",
-        action="append",
-        default=None,
-        metavar="NAME.warn|fail=VALUE",
-        help="override a QC threshold (repeatable), e.g. identity_similarity.fail=0.85; =none removes it",
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sadtalker", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    render = sub.add_parser("render", help="photo + speech -> talking-head mp4")
-    render.add_argument(
-        "--image", required=True, help="portrait (PNG, JPEG, WebP, BMP), or a video: its first frame"
-    )
-    render.add_argument("--audio", required=True, help="speech (wav, flac, ogg, mp3, m4a, ...)")
-    render.add_argument("--out", required=True, help="output .mp4")
-    render.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_weights_policy_argument(render)
-    _add_threshold_argument(render)
-    add_timeout_argument(render)
-    add_option_arguments(render)
-    render.set_defaults(func=_render)
-    qc = sub.add_parser(
-        "qc", help="check any video against its inputs; JSON record on stdout, exit 1 on fail"
-    )
-    qc.add_argument("video", help="the video to check")
-    qc.add_argument("--image", help="the source photo (the face the video should show)")
-    qc.add_argument("--audio", help="the driving speech (default: the video's own audio track)")
-    qc.add_argument(
-        "--coefficients", help=".npz (coefficients / coeff_3dmm) or .npy (T, 70) motion coefficients"
-    )
-    qc.add_argument(
-        "--weights",
-        choices=["official", "synthetic", "unknown"],
-        default="unknown",
-        help="the weights the video was rendered with (synthetic: face metrics are not meaningful)",
-    )
-    qc.add_argument("--samples", type=int, default=16, help="frames sampled for face / identity / sharpness")
-    _add_threshold_argument(qc)
-    qc.set_defaults(func=_qc)
-    weights = sub.add_parser(
-        "weights", help="fetch / list official weights, write synthetic ones", add_help=False
-    )
-    weights.add_argument("rest", nargs=argparse.REMAINDER)
-    weights.set_defaults(func=lambda a: _weights(a.rest))
-    return parser
-
-
-def _weights(rest: list[str]) -> int:
-    from sadtalker.weights.__main__ import main as weights_main
-
-    return int(weights_main(rest) or 0)
+    raise typer.Exit(1 if report.verdict == "fail" else 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    """Run one command (see the module docstring); returns the exit status."""
+    return run_app(app, argv, "sadtalker")
 
 
 if __name__ == "__main__":

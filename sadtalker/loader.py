@@ -37,6 +37,7 @@ import torch
 from sadtalker.errors import WeightsError
 from sadtalker.hashing import sha256_file
 from sadtalker.networks import file_layout, load_file
+from sadtalker.options import PREPROCESS_MODES
 from sadtalker.weights.registry import WeightFile, cache_dir, mapping_file, sadtalker_file
 from sadtalker.weights.synthetic import SYNTHETIC_WARNING, ensure_synthetic_checkpoints
 
@@ -49,7 +50,6 @@ WeightsPolicy = Literal["official", "synthetic", "auto"]
 WEIGHTS_POLICIES: tuple[str, ...] = ("official", "synthetic", "auto")
 #: Environment variable read when no policy is given (default ``auto``).
 WEIGHTS_POLICY_ENV = "SADTALKER_WEIGHTS_POLICY"
-_PREPROCESS = ("crop", "extcrop", "resize", "full", "extfull")
 
 
 def resolve_policy(policy: str | None = None) -> str:
@@ -67,7 +67,7 @@ def resolve_policy(policy: str | None = None) -> str:
 
 def family(preprocess: str) -> str:
     """``full`` for the paste-back modes (mapping_00109), ``crop`` for the others (mapping_00229)."""
-    if preprocess not in _PREPROCESS:
+    if preprocess not in PREPROCESS_MODES:
         raise ValueError(f"unknown preprocess {preprocess!r}")
     return "full" if "full" in preprocess else "crop"
 

@@ -117,7 +117,7 @@ def coefficients_task(row: ManifestRow, face: StoredFace, ctx: StageContext) -> 
                 ref_files[name], refs_sha[name] = str(ref.local), f"video:{ref.key}"
             else:
                 ref_files[name], refs_sha[name] = str(local), sha256_file(local)
-        options = dataclasses.replace(base, **ref_files)
+        options = base.model_copy(update=ref_files)  # the same references, as local files
         key = coeffs_key(face.key, audio_sha, options, refs_sha, weights_fingerprint(models, options))
         cache_uri = ctx.paths.coeffs_cache(key)
 

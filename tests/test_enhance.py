@@ -247,8 +247,11 @@ def test_pre_and_post_processing():
 
 
 def test_option_schema_cli_and_render_key():
+    import typer
+
     from manifests.schema import ManifestRow
-    from sadtalker.cli import build_parser
+    from sadtalker.cli import with_render_options
+    from sadtalker.cli_base import run_app
     from tasks.keys import render_key
 
     assert RenderOptions().enhancer == "none"
@@ -256,16 +259,17 @@ def test_option_schema_cli_and_render_key():
         RenderOptions(enhancer="codeformer")
     row = ManifestRow(id="a", image="x.png", audio="y.wav", enhancer="gfpgan")
     assert row.to_options().enhancer == "gfpgan"
-    args = build_parser().parse_args(
-        ["render", "--image", "a", "--audio", "b", "--out", "c", "--enhancer", "gfpgan"]
-    )
-    assert args.enhancer == "gfpgan"
+    parsed: list[RenderOptions] = []
+    probe = typer.Typer()  # a command with the render flags of `sadtalker render`
+    probe.command()(with_render_options(lambda options: parsed.append(options)))
+    assert run_app(probe, ["--enhancer", "gfpgan"], "probe") == 0
+    assert parsed[0].enhancer == "gfpgan"
 
     weights = {"sha256": {"a": "1" * 64}, "synthetic": False}
     none = RenderOptions()
     key = render_key("f", "c", "p" * 64, none, weights)
     assert render_key("f", "c", "p" * 64, none, weights, enhancer={"name": "x"}) == key  # none: unchanged
-    on = dataclasses.replace(none, enhancer="gfpgan")
+    on = none.model_copy(update={"enhancer": "gfpgan"})
     official = render_key("f", "c", "p" * 64, on, weights, enhancer={"name": "gfpgan", "sha256": "a" * 64})
     other = render_key("f", "c", "p" * 64, on, weights, enhancer={"name": "gfpgan", "sha256": "b" * 64})
     assert len({key, official, other}) == 3

@@ -12,12 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
+from flows.cli import main as cli_main
 from manifests import EXAMPLE_ALLOWED_PREFIXES, EXAMPLE_MANIFEST
 from manifests.build import ManifestBuildError, build_manifest, parse_cell, write_manifest
-from manifests.build import main as build_main
 from manifests.schema import ManifestRow
 from manifests.validate import ManifestError, validate_manifest, validate_records
-from manifests.validate import main as validate_main
 from sadtalker.options import RenderOptions
 from sadtalker.paths import BatchPaths, PathEscapeError, batch_id_for, check_id, ensure_within
 
@@ -136,7 +135,7 @@ def test_unreadable_manifest(tmp_path: Path) -> None:
     (tmp_path / "bad.parquet").write_text("not parquet")
     with pytest.raises(ManifestError, match="Parquet"):
         validate_manifest(str(tmp_path / "bad.parquet"))
-    assert validate_main([str(tmp_path / "none.parquet")]) == 2
+    assert cli_main(["validate", str(tmp_path / "none.parquet")]) == 2
 
 
 def test_bundled_example_manifest_is_valid_and_matches_its_csv(tmp_path: Path) -> None:
@@ -199,7 +198,9 @@ def test_build_from_folder_of_pairs(tmp_path: Path, capsys: pytest.CaptureFixtur
     _files(
         tmp_path / "pairs", "alice.png", "alice.wav", "bob smith.jpg", "bob smith.mp3", "lonely.png", "x.txt"
     )
-    code = build_main([str(tmp_path / "pairs"), "-o", str(tmp_path / "m.parquet"), "--set", "size=512"])
+    code = cli_main(
+        ["build-manifest", str(tmp_path / "pairs"), "-o", str(tmp_path / "m.parquet"), "--set", "size=512"]
+    )
     assert code == 0
     report = validate_manifest(str(tmp_path / "m.parquet"))
     assert [(r.id, Path(r.image).name, Path(r.audio).name, r.size) for r in report.rows] == [
@@ -208,7 +209,16 @@ def test_build_from_folder_of_pairs(tmp_path: Path, capsys: pytest.CaptureFixtur
     ]
     assert "lonely.png" in capsys.readouterr().err
     assert (
-        build_main([str(tmp_path / "pairs"), "-o", str(tmp_path / "n.parquet"), "--set", "pose_style=99"])
+        cli_main(
+            [
+                "build-manifest",
+                str(tmp_path / "pairs"),
+                "-o",
+                str(tmp_path / "n.parquet"),
+                "--set",
+                "pose_style=99",
+            ]
+        )
         == 1
     )
 

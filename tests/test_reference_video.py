@@ -8,7 +8,6 @@ the pose reference's rows reach the predicted pose exactly as its motion relativ
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -128,7 +127,7 @@ def test_pose_and_blink_references_reach_the_coefficients(clips, models, moving_
     plain = audio_to_coefficients(DATA / "speech.wav", face, options, models)
     video = str(clips["moving"])
     posed = audio_to_coefficients(
-        DATA / "speech.wav", face, dataclasses.replace(options, ref_pose=video), models
+        DATA / "speech.wav", face, options.model_copy(update={"ref_pose": video}), models
     )
     motion = tile_rows(moving_rows.coeff_3dmm[:, 64:70], plain.num_frames)
     np.testing.assert_allclose(
@@ -136,7 +135,10 @@ def test_pose_and_blink_references_reach_the_coefficients(clips, models, moving_
     )
     np.testing.assert_array_equal(posed.coefficients[:, :64], plain.coefficients[:, :64])
     blinked = audio_to_coefficients(
-        DATA / "speech.wav", face, dataclasses.replace(options, ref_eyeblink=video, ref_pose=video), models
+        DATA / "speech.wav",
+        face,
+        options.model_copy(update={"ref_eyeblink": video, "ref_pose": video}),
+        models,
     )
     assert not blinked.blink.any()
     assert not np.allclose(blinked.coefficients[:, :64], plain.coefficients[:, :64])

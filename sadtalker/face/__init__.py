@@ -3,8 +3,6 @@ modes producing the S×S source image (:mod:`.crop`). Official counterparts: the
 ``CropAndExtract.generate`` (src/utils/preprocess.py) and ``Preprocesser`` (src/utils/croper.py)."""
 
 from sadtalker.face.crop import (
-    CROP_MODES,
-    CropMode,
     CropRecord,
     FaceBox,
     apply_crop,
@@ -27,8 +25,6 @@ from sadtalker.face.landmarks import (
 )
 
 __all__ = [
-    "CROP_MODES",
-    "CropMode",
     "CropRecord",
     "DetectedFace",
     "DlibBackend",

@@ -18,15 +18,13 @@ around) are clamped by the landmark backends.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, get_args
+from typing import Any
 
 import cv2
 import numpy as np
 
 from sadtalker.errors import NoFaceError
-
-CropMode = Literal["crop", "extcrop", "resize", "full", "extfull"]
-CROP_MODES: tuple[str, ...] = get_args(CropMode)
+from sadtalker.options import PREPROCESS_MODES, Preprocess
 
 #: ``output_size`` of the reference's ``align_face`` (fixed, independent of the render size).
 ALIGN_OUTPUT_SIZE = 512
@@ -61,7 +59,7 @@ class CropRecord:
     All boxes are ``(x1, y1, x2, y2)`` with exclusive ends.
 
     Attributes:
-        mode: one of :data:`CROP_MODES`.
+        mode: one of :data:`sadtalker.options.PREPROCESS_MODES`.
         original_size: (W, H) of the photo as loaded.
         rsize: (W', H') of the image the crop box refers to (= ``original_size`` unless ``shrink > 1``).
         shrink: integer down-scale factor ``align_face`` applies to very large faces (1 when none).
@@ -76,7 +74,7 @@ class CropRecord:
         size: S, the side of the source image.
     """
 
-    mode: CropMode
+    mode: Preprocess
     original_size: tuple[int, int]
     rsize: tuple[int, int]
     shrink: int
@@ -160,11 +158,11 @@ class CropRecord:
         )
 
 
-def normalise_mode(mode: str) -> CropMode:
+def normalise_mode(mode: str) -> Preprocess:
     """Lower-case and validate a crop mode (the reference's substring tests accept typos; we do not)."""
     value = mode.strip().lower()
-    if value not in CROP_MODES:
-        raise ValueError(f"unknown crop mode {mode!r}; choose one of {', '.join(CROP_MODES)}")
+    if value not in PREPROCESS_MODES:
+        raise ValueError(f"unknown crop mode {mode!r}; choose one of {', '.join(PREPROCESS_MODES)}")
     return value  # type: ignore[return-value]
 
 

@@ -14,12 +14,15 @@ writes deterministic fake weights for offline runs (:mod:`sadtalker.weights.synt
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated
 
+import typer
+
+from sadtalker.cli_base import new_app, run_app
 from sadtalker.errors import WeightsError
 from sadtalker.weights.download import check_file, fetch
 from sadtalker.weights.registry import CURRENT_FILES, REGISTRY, SADTALKER_FILES, cache_dir
@@ -111,42 +114,58 @@ def _synthetic(seed: int, names: Sequence[str], out: Path | None) -> int:
     return 0
 
 
+app = new_app("Fetch / list the official weights, write synthetic ones.", version=False)
+
+
+@app.command("fetch")
+def fetch_command(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="File names, 'all' (default: the current SadTalker files), 'face-alignment', "
+            "'syncnet_v2' or 'gfpgan'."
+        ),
+    ] = None,
+    dest: Annotated[Path | None, typer.Option(help="Folder (default: the weights cache).")] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    retries: Annotated[int, typer.Option(help="Extra attempts per URL after a transient failure.")] = 4,
+) -> None:
+    """Download and verify registry files into the cache."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    raise typer.Exit(_fetch(list(names or []), dest, not no_progress, retries))
+
+
+@app.command("list")
+def list_command(
+    dest: Annotated[Path | None, typer.Option(help="Folder (default: the weights cache).")] = None,
+    no_hash: Annotated[bool, typer.Option("--no-hash", help="Skip hashing (fast).")] = False,
+) -> None:
+    """Show which registry files are present and verified."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    raise typer.Exit(_list(dest, not no_hash))
+
+
+@app.command("synthetic")
+def synthetic_command(
+    names: Annotated[
+        list[str] | None, typer.Argument(help=f"Files to write (default: {', '.join(CURRENT_FILES)}).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic weights.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Root folder (default: the weights cache).")] = None,
+) -> None:
+    """Write deterministic synthetic weights (official layouts)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    unknown = [name for name in names or [] if name not in SADTALKER_FILES]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown file {unknown[0]!r}; choose from {', '.join(SADTALKER_FILES)}", param_hint="NAMES"
+        )
+    raise typer.Exit(_synthetic(seed, names or CURRENT_FILES, out))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 a file failed, 2 bad arguments)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(
-        prog="python -m sadtalker.weights",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_fetch = sub.add_parser("fetch", help="download and verify registry files into the cache")
-    p_fetch.add_argument(
-        "names",
-        nargs="*",
-        help="file names, 'all' (default: the current SadTalker files), 'face-alignment', 'syncnet_v2' or "
-        "'gfpgan'",
-    )
-    p_fetch.add_argument("--dest", type=Path, default=None, help="folder (default: the weights cache)")
-    p_fetch.add_argument("--no-progress", action="store_true")
-    p_fetch.add_argument("--retries", type=int, default=4)
-    p_list = sub.add_parser("list", help="show which registry files are present and verified")
-    p_list.add_argument("--dest", type=Path, default=None, help="folder (default: the weights cache)")
-    p_list.add_argument("--no-hash", action="store_true", help="skip hashing (fast)")
-    p_synth = sub.add_parser("synthetic", help="write deterministic synthetic weights (official layouts)")
-    p_synth.add_argument("names", nargs="*", help=f"files to write (default: {', '.join(CURRENT_FILES)})")
-    p_synth.add_argument("--seed", type=int, default=0)
-    p_synth.add_argument("--out", type=Path, default=None, help="root folder (default: the weights cache)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if args.command == "synthetic":
-        unknown = [name for name in args.names if name not in SADTALKER_FILES]
-        if unknown:
-            parser.error(f"unknown file {unknown[0]!r}; choose from {', '.join(SADTALKER_FILES)}")
-        return _synthetic(args.seed, args.names or CURRENT_FILES, args.out)
-    if args.command == "fetch":
-        return _fetch(args.names, args.dest, not args.no_progress, args.retries)
-    return _list(args.dest, not args.no_hash)
+    return run_app(app, argv, "python -m sadtalker.weights")
 
 
 if __name__ == "__main__":
