@@ -25,17 +25,24 @@ def _devices(module: nn.Module) -> set[str]:
     return {t.device.type for t in [*module.parameters(), *module.buffers()]}
 
 
-def test_second_animator_on_another_device_leaves_the_first_one_in_place(tmp_path: Path, monkeypatch):
+def _models_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, generator: nn.Module) -> tuple:
+    """A ``Models`` whose size networks are tiny stand-ins (this ``generator``) and whose mapping net is
+    the real synthetic mapping_00229 file; returns ``(models, networks)``."""
     mapping = ensure_synthetic_checkpoints(0, [M229], root=tmp_path, layout=file_layout) / M229
     networks = loader._SizeNetworks(
         audio2exp=nn.Linear(2, 2), audio2pose=nn.Linear(2, 2), face_3drecon=nn.Linear(2, 2),
-        kp_extractor=nn.Conv2d(3, 4, 3), generator=nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)),
+        kp_extractor=nn.Conv2d(3, 4, 3), generator=generator,
     )  # fmt: skip
     monkeypatch.setattr(loader.Models, "_networks", lambda self, size: networks)
     weight_set = SimpleNamespace(sadtalker=tmp_path / "x", mapping=mapping, synthetic=True, sha256={})
     monkeypatch.setattr(loader.Models, "weights", lambda self, size, preprocess: weight_set)
+    return loader.Models(landmarker="dlib"), networks
 
-    models = loader.Models(landmarker="dlib")
+
+def test_second_animator_on_another_device_leaves_the_first_one_in_place(tmp_path: Path, monkeypatch):
+    models, networks = _models_with(
+        tmp_path, monkeypatch, nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    )
     cpu = models.animator(256, "crop", "cpu", "float32")
     other = models.animator(256, "crop", "meta", "float32")
 
@@ -51,15 +58,7 @@ def test_second_animator_on_another_device_leaves_the_first_one_in_place(tmp_pat
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_animators_of_other_dtypes_on_the_cpu_share_nothing_mutable(tmp_path: Path, monkeypatch, dtype):
     """CPU animators of another dtype (autocast) may share the CPU modules: those are never modified."""
-    mapping = ensure_synthetic_checkpoints(0, [M229], root=tmp_path, layout=file_layout) / M229
-    networks = loader._SizeNetworks(
-        audio2exp=nn.Linear(2, 2), audio2pose=nn.Linear(2, 2), face_3drecon=nn.Linear(2, 2),
-        kp_extractor=nn.Conv2d(3, 4, 3), generator=nn.Conv2d(3, 4, 3),
-    )  # fmt: skip
-    monkeypatch.setattr(loader.Models, "_networks", lambda self, size: networks)
-    weight_set = SimpleNamespace(sadtalker=tmp_path / "x", mapping=mapping, synthetic=True, sha256={})
-    monkeypatch.setattr(loader.Models, "weights", lambda self, size, preprocess: weight_set)
-    models = loader.Models(landmarker="dlib")
+    models, _ = _models_with(tmp_path, monkeypatch, nn.Conv2d(3, 4, 3))
     first = models.animator(256, "crop", "cpu", "float32")
     second = models.animator(256, "crop", "cpu", dtype)
     assert second is not first and second.autocast_dtype == getattr(torch, dtype)
