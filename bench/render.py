@@ -70,7 +70,7 @@ class _ModuleTimes:
 
     def _pre(self, name):
         def hook(module, args):
-            self.events[name] = [self.marks.mark()]
+            self.events.setdefault(name, []).append(self.marks.mark())
 
         return hook
 
@@ -81,7 +81,14 @@ class _ModuleTimes:
         return hook
 
     def seconds(self) -> dict[str, float]:
-        return {name: self.marks.seconds(*pair) for name, pair in self.events.items()}
+        """Seconds in each module since the last call, summed over its passes (on the CPU the generator
+        runs a batch one frame at a time: ``sadtalker.render.generator.CPU_FRAMES_PER_CALL``)."""
+        times = {
+            name: sum(self.marks.seconds(marks[i], marks[i + 1]) for i in range(0, len(marks), 2))
+            for name, marks in self.events.items()
+        }
+        self.events = {}
+        return times
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -107,8 +114,8 @@ def time_batches(animator, windows, batch: int, batches: int, warmup: int) -> di
                 out = animator.render(kp)
                 t2 = marks.mark()
                 sync(device)
+                parts = hooks.seconds()  # this batch's passes (and nothing left from the warm-up)
                 if step >= warmup:
-                    parts = hooks.seconds()
                     generator = marks.seconds(t1, t2)
                     rows.append(
                         {

@@ -569,3 +569,30 @@ def test_nonfinite_frames_are_counted_then_written_black() -> None:
     assert (stats.float_frames, stats.nonfinite_frames) == (3, 1) and engine.cleared
     assert out[1, 0, 0].tolist() == [0, 0, 0] and out[1, 0, 1].tolist() == [255, 255, 255]
     assert (out[1, 1:] == 128).all() and (out[[0, 2]] == 128).all()
+
+
+def test_cpu_frames_go_through_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the CPU the generator splits a batch into passes of CPU_FRAMES_PER_CALL frames, one pass per
+    frame, and the frames are those of one batched pass (oneDNN may pick another kernel for these tiny
+    shapes at batch 1: ~1e-5; bit for bit at the official size, which golden f checks)."""
+    from sadtalker.render import generator as generator_module
+
+    generator = _synthetic(lambda: OcclusionAwareSPADEGenerator(TINY_GEN), "generator.")
+    image = torch.from_numpy(_image(64))
+    kp_source = torch.rand(1, 15, 3) * 0.5
+    kp_driving = torch.rand(3, 15, 3) * 0.5
+    passes: list[int] = []
+    real = generator._render_frames
+    monkeypatch.setattr(
+        generator, "_render_frames", lambda f, s, d: passes.append(d.shape[0]) or real(f, s, d)
+    )
+    with torch.inference_mode():
+        features = generator.encode_source(image)
+        monkeypatch.setattr(generator_module, "CPU_FRAMES_PER_CALL", 8)
+        batched = generator.forward_from_features(features, kp_source, kp_driving)
+        monkeypatch.setattr(generator_module, "CPU_FRAMES_PER_CALL", 1)
+        split = generator.forward_from_features(features, kp_source, kp_driving)
+        per_frame_sources = generator.forward_from_features(features, kp_source.expand(3, -1, -1), kp_driving)
+    assert passes == [3, 1, 1, 1, 1, 1, 1] and split.shape == (3, 3, 64, 64)
+    torch.testing.assert_close(split, batched, atol=1e-4, rtol=0)
+    torch.testing.assert_close(per_frame_sources, batched, atol=1e-4, rtol=0)

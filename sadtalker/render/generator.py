@@ -21,6 +21,14 @@ from sadtalker.render.blocks import DownBlock2d, ResBlock3d, SameBlock2d
 from sadtalker.render.dense_motion import DenseMotionConfig, DenseMotionNetwork
 from sadtalker.render.spade import SPADEDecoder, SPADEDecoderConfig
 
+CPU_FRAMES_PER_CALL = 1
+"""Frames per pass through the networks on the CPU (a batch is split into passes of this size). Every
+frame's arithmetic is its own, so the frames are those of a batched pass: bit for bit at the official size
+on the 2-core build machine (checked; golden f unchanged), within oneDNN's kernel choice (about 1e-5) at
+other shapes. One frame at a time is as fast or faster there (oneDNN parallelises within a frame; 3.51
+s/frame at batch 1 against 3.76 at batch 2) and holds one frame's activations instead of B: the decoder's
+tensors are 67 MB per frame at 256 px. On a GPU a batch goes through in one pass."""
+
 
 @dataclass(frozen=True)
 class GeneratorConfig:
@@ -110,7 +118,31 @@ class OcclusionAwareSPADEGenerator(nn.Module):
     def forward_from_features(
         self, features: SourceFeatures, kp_source: torch.Tensor, kp_driving: torch.Tensor
     ) -> torch.Tensor:
-        """Render B frames from cached source features: keypoints ``(1 or B, K, 3)`` → ``(B, 3, S, S)``."""
+        """Render B frames from cached source features: keypoints ``(1 or B, K, 3)`` → ``(B, 3, S, S)``.
+
+        On the CPU in passes of :data:`CPU_FRAMES_PER_CALL` frames."""
+        batch = kp_driving.shape[0]
+        step = CPU_FRAMES_PER_CALL if kp_driving.device.type == "cpu" else batch
+        if batch <= step:
+            return self._render_frames(features, kp_source, kp_driving)
+
+        def rows(t: torch.Tensor, i: int) -> torch.Tensor:  # batch-1 sources are broadcast, not split
+            return t if t.shape[0] == 1 else t[i : i + step]
+
+        return torch.cat(
+            [
+                self._render_frames(
+                    SourceFeatures(rows(features.feature_3d, i), rows(features.compressed, i)),
+                    rows(kp_source, i),
+                    kp_driving[i : i + step],
+                )
+                for i in range(0, batch, step)
+            ]
+        )
+
+    def _render_frames(
+        self, features: SourceFeatures, kp_source: torch.Tensor, kp_driving: torch.Tensor
+    ) -> torch.Tensor:
         motion = self.dense_motion_network(features.compressed, kp_source, kp_driving)
         deformation = motion.deformation  # (B, 16, 64, 64, 3)
         batch, d, h, w, _ = deformation.shape
