@@ -40,9 +40,9 @@ import flows  # noqa: F401  (offline Prefect settings before Prefect is imported
 from flows.submit import DEFAULT_DEPLOYMENT
 from sadtalker import cli as model_cli
 from sadtalker import storage, uris
-from sadtalker.cli import TimeoutOption, WeightsPolicy, WeightsPolicyOption
+from sadtalker.cli import TimeoutOption, WeightsPolicyOption
 from sadtalker.cli_base import new_app, run_app
-from sadtalker.options import DType, RenderOptions
+from sadtalker.options import DType, RenderOptions, WeightsPolicy
 from sadtalker.redaction import redact
 
 __all__ = ["app", "main"]

@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -62,7 +62,7 @@ from flows.runners import RunnerName, default_window, make_task_runner
 from flows.stopping import BatchStopper
 from manifests.schema import ManifestRow
 from sadtalker import storage
-from sadtalker.options import DType
+from sadtalker.options import DType, WeightsPolicy
 from sadtalker.paths import BatchPaths, batch_id_for
 from sadtalker.redaction import redact
 from sadtalker.timeouts import StageTimeouts, io_scope
@@ -567,7 +567,7 @@ def render_batch(
     check_files: bool = True,
     qc_thresholds: dict[str, dict[str, float]] | None = None,
     report: bool = True,
-    weights: Literal["official", "synthetic", "auto"] | None = None,
+    weights: WeightsPolicy | None = None,
     allowed_prefixes: list[str] | None = None,
     timeouts: dict[str, float] | None = None,
 ) -> BatchSummary:

@@ -24,13 +24,12 @@ import typer
 from pydantic import ValidationError
 
 from sadtalker.cli_base import new_app, run_app
-from sadtalker.options import ANGLE_FIELDS, RenderOptions, parse_angles
+from sadtalker.options import ANGLE_FIELDS, RenderOptions, WeightsPolicy, parse_angles
 from sadtalker.weights.__main__ import app as weights_app
 
 __all__ = [
     "ThresholdOption",
     "TimeoutOption",
-    "WeightsPolicy",
     "WeightsPolicyOption",
     "app",
     "main",
@@ -39,9 +38,6 @@ __all__ = [
 
 # ---------------------------------------------------------------------------------- options of both CLIs
 
-# sadtalker.loader.WeightsPolicy, spelled out: the command lines load without the models module (whose
-# stand-in the orchestration tests install in their subprocesses).
-WeightsPolicy = Literal["official", "synthetic", "auto"]
 WeightsPolicyOption = Annotated[
     WeightsPolicy | None,
     typer.Option(

@@ -30,14 +30,14 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 
 from sadtalker.errors import WeightsError
 from sadtalker.hashing import sha256_file
 from sadtalker.networks import file_layout, load_file
-from sadtalker.options import PREPROCESS_MODES
+from sadtalker.options import PREPROCESS_MODES, WEIGHTS_POLICIES
 from sadtalker.weights.registry import WeightFile, cache_dir, mapping_file, sadtalker_file
 from sadtalker.weights.synthetic import SYNTHETIC_WARNING, ensure_synthetic_checkpoints
 
@@ -46,8 +46,6 @@ log = logging.getLogger(__name__)
 SYNTHETIC_SEED = 0
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
-WeightsPolicy = Literal["official", "synthetic", "auto"]
-WEIGHTS_POLICIES: tuple[str, ...] = ("official", "synthetic", "auto")
 #: Environment variable read when no policy is given (default ``auto``).
 WEIGHTS_POLICY_ENV = "SADTALKER_WEIGHTS_POLICY"
 

@@ -128,8 +128,8 @@ def load_network(
     """``make`` (a name of :data:`NETWORKS`, or a builder for test-sized networks) built on the meta device,
     given the tensors of ``state`` (already stripped of its prefix; strict, no copy: see
     :func:`~sadtalker.weights.loading.load_strict`), moved to ``device``, eval mode, no grad. Every persistent
-    tensor comes from ``state``; non-persistent caches (the spectral-norm effective weights) are computed
-    by the modules' load hooks."""
+    tensor comes from ``state``; the modules' load hooks then derive what they keep from it (the spectral-norm
+    convolutions fold σ into their weight)."""
     build = (lambda: build_network(make)) if isinstance(make, str) else make
     with torch.device("meta"):
         module = build()

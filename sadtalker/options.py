@@ -24,12 +24,14 @@ __all__ = [
     "ANGLE_FIELDS",
     "ENHANCERS",
     "PREPROCESS_MODES",
+    "WEIGHTS_POLICIES",
     "WORKER_FIELDS",
     "DType",
     "Enhancer",
     "Preprocess",
     "RenderOptions",
     "RowOptions",
+    "WeightsPolicy",
     "parse_angles",
 ]
 
@@ -39,6 +41,10 @@ PREPROCESS_MODES: tuple[Preprocess, ...] = get_args(Preprocess)
 DType = Literal["float32", "float16", "bfloat16"]
 Enhancer = Literal["none", "gfpgan"]
 ENHANCERS: tuple[Enhancer, ...] = get_args(Enhancer)
+#: Which weights a worker renders with (``sadtalker.loader.resolve_policy``): a worker setting, like
+#: ``device``, declared here so that the command lines and the flow name it without importing the loader.
+WeightsPolicy = Literal["official", "synthetic", "auto"]
+WEIGHTS_POLICIES: tuple[WeightsPolicy, ...] = get_args(WeightsPolicy)
 
 Angle = Annotated[float, Field(ge=-90.0, le=90.0, allow_inf_nan=False)]
 #: Free-view keyframes in degrees, interpolated over the clip. A list, as a Parquet list column holds it;
