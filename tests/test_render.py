@@ -28,7 +28,7 @@ from sadtalker.render.he_estimator import HEEstimator
 from sadtalker.render.keypoint_detector import KPDetector, KPDetectorConfig
 from sadtalker.render.keypoint_transform import headpose_bins_to_degrees, rotation_matrix, transform_keypoints
 from sadtalker.render.mapping import MappingConfig, MappingNet, MappingOutput
-from sadtalker.render.spade import SpectralNormConv2d
+from sadtalker.render.spade import SPADE, SPADEResnetBlock, SpectralNormConv2d, conv3x3_of_upsampled
 from sadtalker.render.windows import (
     WINDOW,
     camera_angle_sequence,
@@ -163,6 +163,51 @@ def test_spectral_norm_refresh_after_in_place_change() -> None:
     conv.refresh_weight()
     w = conv.weight_orig.detach()
     torch.testing.assert_close(conv.weight, w / (conv.weight_u @ (w.reshape(2, -1) @ conv.weight_v)))
+
+
+@pytest.mark.parametrize("factor", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv3x3_of_upsampled_is_the_conv_of_the_upsampled_map(factor: int, bias: bool) -> None:
+    """Every phase of every border: a non-square map, batch 2, float64 (the sums differ only in order)."""
+    g = torch.Generator().manual_seed(factor)
+    x = torch.randn(2, 5, 4, 7, generator=g, dtype=torch.float64)
+    weight = torch.randn(6, 5, 3, 3, generator=g, dtype=torch.float64)
+    b = torch.randn(6, generator=g, dtype=torch.float64) if bias else None
+    direct = torch.nn.functional.conv2d(
+        torch.nn.functional.interpolate(x, scale_factor=factor, mode="nearest"), weight, b, padding=1
+    )
+    ours = conv3x3_of_upsampled(x, weight, b, factor)
+    assert ours.shape == direct.shape == (2, 6, 4 * factor, 7 * factor)
+    torch.testing.assert_close(ours, direct, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", [(16, 16), (32, 48), (12, 12)])
+def test_spade_equals_resize_then_conv(size: tuple[int, int]) -> None:
+    """SPADE's shared MLP on the small map (integer multiples) or on the resized map (12 = 1.5 × 8)."""
+    torch.manual_seed(0)
+    spade = SPADE(norm_nc=3, label_nc=4, hidden=5).double().eval()
+    x = torch.randn(1, 3, *size, dtype=torch.float64)
+    seg = torch.randn(1, 4, 8, 8, dtype=torch.float64)
+    resized = torch.nn.functional.interpolate(seg, size=size, mode="nearest")
+    actv = spade.mlp_shared(resized)
+    expected = spade.param_free_norm(x) * (1 + spade.mlp_gamma(actv)) + spade.mlp_beta(actv)
+    with torch.no_grad():
+        torch.testing.assert_close(spade(x, seg), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("fin, fout", [(4, 2), (3, 3)])
+def test_spade_block_upsampling_inside_equals_upsampling_first(fin: int, fout: int) -> None:
+    """``block(x, seg, upsample=2)`` (each SPADE normalises the small x) = ``block(upsample(x), seg)``, with
+    and without the learned shortcut; statistics of an upsampled map differ only in summation order."""
+    torch.manual_seed(1)
+    block = SPADEResnetBlock(fin, fout, label_nc=3, hidden=4).double().eval()
+    x = torch.randn(2, fin, 5, 6, dtype=torch.float64)
+    seg = torch.randn(2, 3, 5, 6, dtype=torch.float64)
+    with torch.no_grad():
+        first = block(torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"), seg)
+        inside = block(x, seg, upsample=2)
+    assert inside.shape == (2, fout, 10, 12)
+    torch.testing.assert_close(inside, first, rtol=1e-10, atol=1e-10)
 
 
 # ----------------------------------------------------------------------------------- keypoint maths
