@@ -163,6 +163,8 @@ def _cpu_model() -> str:
 def machine_info(device: str = "cpu") -> dict[str, Any]:
     import torch
 
+    from sadtalker.versions import memory_allocator
+
     info: dict[str, Any] = {
         "host": socket.gethostname(),
         "cpu": _cpu_model(),
@@ -174,6 +176,8 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "mkldnn": torch.backends.mkldnn.is_available(),
+        # glibc or a preloaded tcmalloc / jemalloc (LD_PRELOAD, inherited by every section's process)
+        "allocator": memory_allocator(),
         "cuda_available": torch.cuda.is_available(),
         "gpu": None,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,

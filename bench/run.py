@@ -438,6 +438,7 @@ def markdown(record: dict[str, Any]) -> str:
         f"# Benchmarks {record['date']} on {m['host']}",
         "",
         f"{m['cpu']}, {m['cpu_count']} cores, torch {m['torch']} ({m['torch_threads']} threads)"
+        + f", malloc {m.get('allocator', '?')}"
         + (f", GPU {gpu.get('name')}" if gpu else "")
         + f"; git {commit}; weights {weights}"
         + f"; device {record['settings']['device']} {record['settings'].get('dtype', '')}".rstrip()

@@ -3,7 +3,11 @@ and RenderOptions cannot drift apart; ``--version`` on both command lines."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from importlib import metadata
+from pathlib import Path
 from typing import Any, get_args
 
 import pytest
@@ -17,6 +21,9 @@ from sadtalker.cli import main as model_main
 from sadtalker.cli import with_render_options
 from sadtalker.cli_base import run_app
 from sadtalker.options import WORKER_FIELDS, DType, RenderOptions
+from sadtalker.versions import memory_allocator
+
+TCMALLOC = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
 
 
 def _flags(app: typer.Typer, *path: str) -> dict[str, Any]:
@@ -135,3 +142,33 @@ def test_no_command_shows_the_commands_and_exits_2(main: Any, capsys: pytest.Cap
     assert main([]) == 2 and "render" in capsys.readouterr().err  # the usage, as an error
     assert main(["--help"]) == 0
     assert main(["no-such-command"]) == 2 and "no-such-command" in capsys.readouterr().err
+
+
+def test_allocator_is_named_from_the_loaded_libraries(tmp_path: Path) -> None:
+    """glibc unless a tcmalloc / jemalloc / mimalloc is mapped; unknown without /proc."""
+    maps = tmp_path / "maps"
+    libc = "7f00-7f01 r-xp 00000000 08:01 42 /usr/lib/x86_64-linux-gnu/libc.so.6\n"
+    maps.write_text(libc)
+    assert memory_allocator(maps) == "glibc"
+    maps.write_text(
+        "7e00-7e01 r-xp 00000000 08:01 7 /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4\n" + libc
+    )
+    assert memory_allocator(maps) == "libtcmalloc_minimal.so.4"
+    assert memory_allocator(tmp_path / "missing") == "unknown"
+
+
+@pytest.mark.skipif(not TCMALLOC.exists(), reason=f"{TCMALLOC} not installed (Debian: libtcmalloc-minimal4)")
+def test_a_preloaded_tcmalloc_is_recorded_in_the_versions() -> None:
+    """The label comes from the running process: preloaded, it is named; not preloaded, glibc is."""
+    code = "from sadtalker.versions import versions; print(versions()['allocator'])"
+    env = {**os.environ, "LD_PRELOAD": str(TCMALLOC)}
+
+    def allocator(env: dict[str, str]) -> str:
+        run = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        return run.stdout.strip()
+
+    assert allocator(env).startswith("libtcmalloc_minimal.so.4")  # the loaded file: ...so.4.5.10 here
+    env.pop("LD_PRELOAD")
+    assert allocator(env) == "glibc"
