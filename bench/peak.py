@@ -7,9 +7,10 @@ once on the ``meta`` device (no weights, no compute) with a dispatch mode that r
 frame, and its FLOPs (``2 · prod(weight) · prod(output spatial)`` per sample, as
 ``torch.utils.flop_counter`` counts). The heaviest distinct shapes, until they cover ``coverage`` of the
 convolution FLOPs (at least one conv2d and one conv3d), are then timed in isolation with random tensors
-(``torch.nn.functional.conv2d/conv3d``, contiguous NCHW as the renderer runs them, batch ``batch``): one
-warm-up call, then the median of ``repeats`` timed calls (on a GPU each timed call is ``inner`` launches
-between CUDA events).
+(``torch.nn.functional.conv2d/conv3d``, batch ``batch``), each in both memory layouts, contiguous and
+channels-last, the faster one counting (the SPADE decoder runs channels-last, the rest contiguous; the
+peak is what the machine can do, whichever layout): one warm-up call, then the median of ``repeats`` timed
+calls (on a GPU each timed call is ``inner`` launches between CUDA events).
 
 Figures (GFLOP/s): ``matmul`` (n x n, fp32 unless ``dtype``); each shape's; ``conv_gflops`` = the
 FLOP-weighted throughput of the timed shapes (sum of count x FLOPs over sum of count x time: how fast the
@@ -136,7 +137,10 @@ def _timed(fn, device: str, repeats: int, inner: int) -> float:
     return median(times)
 
 
-def time_conv(row: dict[str, Any], batch: int, device: str, dtype, repeats: int, inner: int) -> float:
+def time_conv(
+    row: dict[str, Any], batch: int, device: str, dtype, repeats: int, inner: int
+) -> tuple[float, str]:
+    """(seconds, layout) of the faster memory layout for this shape: ``contiguous`` or ``channels_last``."""
     import torch
     import torch.nn.functional as F
 
@@ -145,8 +149,18 @@ def time_conv(row: dict[str, Any], batch: int, device: str, dtype, repeats: int,
     b = torch.randn(row["weight"][0], device=device, dtype=dtype) if row["bias"] else None
     conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(row["weight"]) - 2]
     kwargs = {"stride": row["stride"], "padding": row["padding"], "dilation": row["dilation"]}
+    layouts = {"contiguous": x}
+    if x.dim() in (4, 5):
+        last = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+        layouts["channels_last"] = x.contiguous(memory_format=last)
+    times = {}
     with torch.no_grad():
-        return _timed(lambda: conv(x, w, b, groups=row["groups"], **kwargs), device, repeats, inner)
+        for name, inp in layouts.items():
+            times[name] = _timed(
+                lambda inp=inp: conv(inp, w, b, groups=row["groups"], **kwargs), device, repeats, inner
+            )
+    layout = min(times, key=times.__getitem__)
+    return times[layout], layout
 
 
 def time_matmul(n: int, device: str, dtype, repeats: int, inner: int) -> float:
@@ -188,7 +202,7 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
         ]
     shapes = []
     for row in chosen:
-        seconds = time_conv(row, batch, device, dtype, repeats, inner)
+        seconds, layout = time_conv(row, batch, device, dtype, repeats, inner)
         gflop = row["gflop"] * batch
         shapes.append(
             {
@@ -200,6 +214,7 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
                 "share_of_conv_flops": row["share"],
                 "gflop_per_call": gflop,
                 "seconds": seconds,
+                "layout": layout,
                 "gflops": gflop / seconds,
             }
         )

@@ -450,7 +450,13 @@ def markdown(record: dict[str, Any]) -> str:
         lines += ["## Machine peak", ""]
         rows = [["matmul", f"{peak['matmul']['n']}^3", None, peak["matmul"]["gflops"]]]
         rows += [
-            [c["name"], c["per_frame_count"], c["share_of_conv_flops"], c["gflops"]] for c in peak["conv"]
+            [
+                f"{c['name']} ({c.get('layout', 'contiguous')})",
+                c["per_frame_count"],
+                c["share_of_conv_flops"],
+                c["gflops"],
+            ]
+            for c in peak["conv"]
         ]
         rows += [
             [

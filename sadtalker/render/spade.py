@@ -130,7 +130,11 @@ def conv3x3_of_upsampled(
     """
     batch, _, h, w = x.shape
     padded = F.pad(x, (1, 1, 1, 1))
-    out = x.new_empty(batch, weight.shape[0], h, factor, w, factor)
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    if channels_last:  # (B, h, f, w, f, O) viewed as NCHW with channels-last strides
+        out = x.new_empty(batch, h, factor, w, factor, weight.shape[0]).permute(0, 5, 1, 2, 3, 4)
+    else:
+        out = x.new_empty(batch, weight.shape[0], h, factor, w, factor)
     classes = _phase_classes(factor)
     for row_offsets, row_phases in classes.items():
         r_lo, r_hi, rows = _tap_matrix(row_offsets, weight)
@@ -142,6 +146,8 @@ def conv3x3_of_upsampled(
             for row_phase in row_phases:
                 for col_phase in col_phases:
                     out[:, :, :, row_phase, :, col_phase] = phase
+    if channels_last:
+        return out.permute(0, 2, 3, 4, 5, 1).reshape(batch, h * factor, w * factor, -1).permute(0, 3, 1, 2)
     return out.view(batch, weight.shape[0], h * factor, w * factor)
 
 
@@ -169,7 +175,10 @@ class SPADE(nn.Module):
         """``upsample`` > 1: ``x`` is the map before its nearest ×upsample, ``(B, norm_nc, H/u, W/u)``. The
         statistics of a nearest-upsampled map are those of the map, so the small ``x`` is normalised and
         the result upsampled: the full-size input is never made (67 MB at 256 px in ``up_1``)."""
-        normalized = self.param_free_norm(x)
+        normalized = self.param_free_norm(x)  # always NCHW-contiguous (instance norm reshapes)
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            # in the decoder's layout, or the in-place products below mix layouts (10x slower)
+            normalized = normalized.contiguous(memory_format=torch.channels_last)
         if upsample > 1:
             normalized = F.interpolate(normalized, scale_factor=float(upsample), mode="nearest")
         actv = self._shared(seg, normalized.shape[2:])  # -> (B, 128, H, W)
@@ -256,6 +265,7 @@ class SPADEDecoder(nn.Module):
         self.conv_img = nn.Conv2d(oc, 3, kernel_size=3, padding=1)
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
+        feature = feature.contiguous(memory_format=torch.channels_last)
         seg = feature
         x = self.fc(feature)  # (B, 256, 64, 64) -> (B, 512, 64, 64)
         for i in range(self.num_middle_blocks):
