@@ -641,3 +641,40 @@ def test_cpu_frames_go_through_one_at_a_time(monkeypatch: pytest.MonkeyPatch) ->
     assert passes == [3, 1, 1, 1, 1, 1, 1] and split.shape == (3, 3, 64, 64)
     torch.testing.assert_close(split, batched, atol=1e-4, rtol=0)
     torch.testing.assert_close(per_frame_sources, batched, atol=1e-4, rtol=0)
+
+
+def test_gpu_passes_fit_the_free_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA the pass holds what GPU_MEMORY_SHARE of the free memory allows at FRAME_BYTES_256 per
+    256 px float32 frame, scaled by pixels and element size; never 0, never more than the batch."""
+    from sadtalker.render import generator as g
+
+    cuda = torch.device("cuda", 0)
+    ten_frames = 10 * g.FRAME_BYTES_256 / g.GPU_MEMORY_SHARE
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (ten_frames + 1, 2 * ten_frames))
+    assert g.frames_per_pass(cuda, 64, 256, torch.float32) == 10
+    assert g.frames_per_pass(cuda, 4, 256, torch.float32) == 4
+    assert g.frames_per_pass(cuda, 64, 512, torch.float32) == 2
+    assert g.frames_per_pass(cuda, 64, 512, torch.float16) == 5
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1, 2))
+    assert g.frames_per_pass(cuda, 64, 256, torch.float32) == 1
+    assert g.frames_per_pass(torch.device("cpu"), 64, 256, torch.float32) == g.CPU_FRAMES_PER_CALL
+
+
+def test_out_of_memory_halves_the_passes_then_gives_up() -> None:
+    """A pass that runs out of memory restarts the batch in passes half as long; one frame that does not
+    fit is raised."""
+    from sadtalker.render.generator import render_in_passes
+
+    calls: list[tuple[int, int]] = []
+
+    def render(i: int, j: int, fits: int = 2) -> torch.Tensor:
+        calls.append((i, j))
+        if j - i > fits:
+            raise torch.OutOfMemoryError("CUDA out of memory (test)")
+        return torch.arange(i, j, dtype=torch.float32)
+
+    out = render_in_passes(render, batch=7, step=8, device=torch.device("cpu"))
+    torch.testing.assert_close(out, torch.arange(7, dtype=torch.float32))
+    assert calls == [(0, 7), (0, 4), (0, 2), (2, 4), (4, 6), (6, 7)]
+    with pytest.raises(torch.OutOfMemoryError):
+        render_in_passes(lambda i, j: render(i, j, fits=0), batch=3, step=2, device=torch.device("cpu"))

@@ -27,7 +27,44 @@ frame's arithmetic is its own, so the frames are those of a batched pass: bit fo
 on the 2-core build machine (checked; golden f unchanged), within oneDNN's kernel choice (about 1e-5) at
 other shapes. One frame at a time is as fast or faster there (oneDNN parallelises within a frame; 3.51
 s/frame at batch 1 against 3.76 at batch 2) and holds one frame's activations instead of B: the decoder's
-tensors are 67 MB per frame at 256 px. On a GPU a batch goes through in one pass."""
+tensors are 67 MB per frame at 256 px. On a GPU the pass size comes from free memory
+(:func:`frames_per_pass`)."""
+
+FRAME_BYTES_256 = 330e6
+"""Device memory one float32 frame at 256 px needs in a pass: the largest live set of a frame's tensors is
+219 MB (traced on the CPU after the SPADE changes), plus 50 % for convolution workspaces and the allocator's
+rounding. It scales with the pixels and the element size."""
+
+GPU_MEMORY_SHARE = 0.8
+"""Share of the GPU's free memory a pass may plan to use (the rest: other processes, fragmentation)."""
+
+
+def frames_per_pass(device: torch.device, batch: int, size: int, dtype: torch.dtype) -> int:
+    """Frames to render per pass: :data:`CPU_FRAMES_PER_CALL` on the CPU; on a CUDA device as many of the
+    batch's ``batch`` frames as fit in :data:`GPU_MEMORY_SHARE` of its free memory at
+    :data:`FRAME_BYTES_256` per frame (scaled to ``size`` and ``dtype``), at least 1; else the whole batch."""
+    if device.type == "cpu":
+        return min(batch, CPU_FRAMES_PER_CALL)
+    if device.type != "cuda":
+        return batch
+    free, _ = torch.cuda.mem_get_info(device)
+    per_frame = FRAME_BYTES_256 * (size / 256) ** 2 * torch.empty((), dtype=dtype).element_size() / 4
+    return max(1, min(batch, int(free * GPU_MEMORY_SHARE // per_frame)))
+
+
+def render_in_passes(render, batch: int, step: int, device: torch.device) -> torch.Tensor:
+    """``torch.cat([render(i, j) for each pass [i, j) of step frames])``; on a CUDA out-of-memory error the
+    passes are halved and the batch starts over (the estimate was wrong: another process took memory), down
+    to one frame, whose failure is raised. ``render(i, j)`` → ``(j - i, 3, S, S)``."""
+    while True:
+        try:
+            return torch.cat([render(i, min(i + step, batch)) for i in range(0, batch, step)])
+        except torch.OutOfMemoryError:
+            if step == 1:
+                raise
+            step = max(1, step // 2)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
 
 
 @dataclass(frozen=True)
@@ -120,25 +157,22 @@ class OcclusionAwareSPADEGenerator(nn.Module):
     ) -> torch.Tensor:
         """Render B frames from cached source features: keypoints ``(1 or B, K, 3)`` → ``(B, 3, S, S)``.
 
-        On the CPU in passes of :data:`CPU_FRAMES_PER_CALL` frames."""
-        batch = kp_driving.shape[0]
-        step = CPU_FRAMES_PER_CALL if kp_driving.device.type == "cpu" else batch
-        if batch <= step:
+        In passes of :func:`frames_per_pass` frames (one on the CPU; what free memory allows on a GPU,
+        halved on an out-of-memory error: :func:`render_in_passes`)."""
+        batch, device = kp_driving.shape[0], kp_driving.device
+        size = 4 * features.compressed.shape[-1]  # the decoder upsamples the 64 x 64 features 4x
+        step = frames_per_pass(device, batch, size, features.compressed.dtype)
+        if batch <= step and device.type != "cuda":
             return self._render_frames(features, kp_source, kp_driving)
 
-        def rows(t: torch.Tensor, i: int) -> torch.Tensor:  # batch-1 sources are broadcast, not split
-            return t if t.shape[0] == 1 else t[i : i + step]
+        def rows(t: torch.Tensor, i: int, j: int) -> torch.Tensor:  # batch-1 sources are broadcast
+            return t if t.shape[0] == 1 else t[i:j]
 
-        return torch.cat(
-            [
-                self._render_frames(
-                    SourceFeatures(rows(features.feature_3d, i), rows(features.compressed, i)),
-                    rows(kp_source, i),
-                    kp_driving[i : i + step],
-                )
-                for i in range(0, batch, step)
-            ]
-        )
+        def render(i: int, j: int) -> torch.Tensor:
+            sources = SourceFeatures(rows(features.feature_3d, i, j), rows(features.compressed, i, j))
+            return self._render_frames(sources, rows(kp_source, i, j), kp_driving[i:j])
+
+        return render_in_passes(render, batch, step, device)
 
     def _render_frames(
         self, features: SourceFeatures, kp_source: torch.Tensor, kp_driving: torch.Tensor
