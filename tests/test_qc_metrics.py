@@ -325,3 +325,17 @@ def test_presence_with_the_projects_landmarker(media):
     qc = check_video(media.videos["good"], max_samples=2, syncnet=False, landmarker=make_landmarker("dlib"))
     assert qc.value("face_presence") == 1.0 and qc.metrics["face_in_region"].verdict == "pass"
     assert qc.models["landmarker"] == "dlib"
+
+
+def test_speech_envelope_is_each_frames_rms_in_float64():
+    """Frame i's RMS over samples [i·hop, (i+1)·hop) (hop = 640 at 16 kHz / 25 fps), 0 past the end; float32
+    input is summed in float64 (1e-4 steps would lose digits in float32 over 640 samples)."""
+    from sadtalker.qc.sync import speech_envelope
+
+    audio = np.concatenate([np.full(640, 0.5, np.float32), np.tile(np.float32([0.3, -0.3]), 320)])
+    audio = np.concatenate([audio, np.float32(1e-4) * np.arange(640, dtype=np.float32)])
+    envelope = speech_envelope(audio, frames=5, fps=25.0)
+    tail = np.float32(1e-4) * np.arange(640, dtype=np.float32)
+    expected = [0.5, 0.3, np.sqrt(np.mean(tail.astype(np.float64) ** 2)), 0.0, 0.0]
+    assert envelope.dtype == np.float64
+    np.testing.assert_allclose(envelope, expected, rtol=1e-7, atol=0)

@@ -75,11 +75,12 @@ class MouthTracker:
 
 def speech_envelope(audio: np.ndarray, frames: int, fps: float, sample_rate: int = 16_000) -> np.ndarray:
     """``(frames,)`` RMS of the samples playing during each frame (0 after the audio ends)."""
-    audio = np.asarray(audio, dtype=np.float64)
+    audio = np.asarray(audio).reshape(-1)
     out = np.zeros(frames, dtype=np.float64)
     hop = sample_rate / fps
     for i in range(frames):
-        chunk = audio[int(round(i * hop)) : int(round((i + 1) * hop))]
+        # float64 chunk by chunk: a whole-clip float64 copy is 77 MB per 10 minutes of speech
+        chunk = audio[int(round(i * hop)) : int(round((i + 1) * hop))].astype(np.float64)
         if chunk.size:
             out[i] = np.sqrt(np.mean(chunk * chunk))
     return out
