@@ -12,6 +12,13 @@ conv3d alike, through ``aten.convolution``) and matrix products; ``grid_sample``
 element-wise ops are not counted (they are a small part of the work but not of the time). Achieved GFLOP/s
 = counted FLOPs per frame / s per frame.
 
+Per-operator split (``ops``): one more batch of the first batch size under ``torch.profiler`` (CPU
+activity: the operators' own time; on a GPU it is the launch side only, so it is skipped there): the
+convolutions' share of the generator's operator time, their in-place GFLOP/s (generator FLOPs / conv time:
+set beside the isolated shapes of the ``peak`` section, it says how fast the convolutions run inside the
+network), and the heaviest other operators. The profiler adds some overhead, so these are shares, not
+timings.
+
 Per-module split: forward pre- and post-hooks on the generator's dense motion network and SPADE decoder
 take a timestamp (CUDA events on a GPU, so nothing is synchronised inside the batch; ``perf_counter`` on
 the CPU, where ops are synchronous); ``rest`` = the generator's time minus those two (the 3-D warp of the
@@ -93,6 +100,30 @@ class _ModuleTimes:
     def remove(self) -> None:
         for handle in self.handles:
             handle.remove()
+
+
+_CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_overrideable", "aten::_convolution_pointwise")
+
+
+def op_split(animator, windows, batch: int, flops_per_frame: float, top: int = 6) -> dict[str, Any]:
+    """Operator shares of one generator batch (CPU only): see the module docstring."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with animator.inference_context():
+        _, kp = animator.driving_keypoints(windows(range(batch)))
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            animator.render(kp)
+    own = {e.key: e.self_cpu_time_total / 1e6 for e in prof.key_averages()}
+    total = sum(own.values())
+    conv = sum(own.get(name, 0.0) for name in _CONV_OPS)
+    others = sorted(((t, k) for k, t in own.items() if k not in _CONV_OPS), reverse=True)[:top]
+    return {
+        "batch_size": batch,
+        "profiled_s": total,
+        "conv_share": conv / total if total else None,
+        "conv_gflops_in_place": flops_per_frame * batch / conv if conv else None,
+        "top_other_ops": [{"op": k, "share": t / total} for t, k in others],
+    }
 
 
 def time_batches(animator, windows, batch: int, batches: int, warmup: int) -> dict[str, Any]:
@@ -194,6 +225,9 @@ def measure(
             f"{row['gflops']:.4g} GFLOP/s",
             flush=True,
         )
+    ops = None
+    if not device.startswith("cuda"):
+        ops = op_split(animator, windows, batch_sizes[0], flops["generator"])
     animator.clear_source()
     best = min((r for r in rows if "error" not in r), key=lambda r: r["s_per_frame"])
     return {
@@ -206,6 +240,7 @@ def measure(
         "set_source_s": source_s,
         "gflop_per_frame": flops,
         "batches": rows,
+        "ops": ops,
         "best": {k: best[k] for k in ("batch_size", "s_per_frame", "fps", "gflops")},
         "wall_s": time.perf_counter() - start,
     }

@@ -515,6 +515,18 @@ def markdown(record: dict[str, Any]) -> str:
             for size, r in render.items()
         ]
         lines += ["; ".join(flops), ""]
+        for size, r in render.items():
+            ops = r.get("ops")
+            if ops and ops.get("conv_share") is not None:
+                others = ", ".join(
+                    f"{o['op'].removeprefix('aten::')} {o['share']:.1%}" for o in ops["top_other_ops"]
+                )
+                lines += [
+                    f"{size} px operators (profiled batch {ops['batch_size']}): convolutions "
+                    f"{ops['conv_share']:.1%} of the time at {ops['conv_gflops_in_place']:.4g} GFLOP/s "
+                    f"in place; then {others}",
+                    "",
+                ]
     stages = sec.get("stages")
     if stages:
         lines += [f"## Stages ({stages['size']} px, {stages['seconds']:g} s of speech)", ""]

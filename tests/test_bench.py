@@ -104,3 +104,28 @@ def test_quick_run_of_every_section(tmp_path: Path):
     assert all(t["value"] is not None for t in record["targets"])
     clips = {c["name"]: c for c in record["sections"]["memory"]["clips"]}
     assert clips["long"]["real_generator_batches"] == 2  # the first and last batches, a stand-in between
+
+
+def test_operator_split_of_a_generator_batch():
+    """bench/render.op_split: the convolutions' share and in-place rate, the heaviest other operators."""
+    from test_render import TINY_GEN, TINY_KP, TINY_MAP, _synthetic
+
+    from bench.common import set_random_source
+    from bench.render import op_split
+    from sadtalker.render.animate import FaceAnimator
+    from sadtalker.render.generator import OcclusionAwareSPADEGenerator
+    from sadtalker.render.keypoint_detector import KPDetector
+    from sadtalker.render.mapping import MappingNet
+
+    animator = FaceAnimator(
+        _synthetic(lambda: KPDetector(TINY_KP), "kp_extractor."),
+        _synthetic(lambda: OcclusionAwareSPADEGenerator(TINY_GEN), "generator."),
+        _synthetic(lambda: MappingNet(TINY_MAP), "mapping/"),
+    )
+    windows = set_random_source(animator, 64)
+    ops = op_split(animator, windows, batch=2, flops_per_frame=1.0)
+    assert ops["batch_size"] == 2 and ops["profiled_s"] > 0
+    assert 0 < ops["conv_share"] < 1 and ops["conv_gflops_in_place"] > 0
+    names = [o["op"] for o in ops["top_other_ops"]]
+    assert names and "aten::mkldnn_convolution" not in names
+    assert all(0 <= o["share"] < 1 for o in ops["top_other_ops"])
