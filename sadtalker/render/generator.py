@@ -25,10 +25,10 @@ CPU_FRAMES_PER_CALL = 1
 """Frames per pass through the networks on the CPU (a batch is split into passes of this size). Every
 frame's arithmetic is its own, so the frames are those of a batched pass: bit for bit at the official size
 on the 2-core build machine (checked; golden f unchanged), within oneDNN's kernel choice (about 1e-5) at
-other shapes. One frame at a time is as fast or faster there (oneDNN parallelises within a frame; 3.51
-s/frame at batch 1 against 3.76 at batch 2) and holds one frame's activations instead of B: the decoder's
-tensors are 67 MB per frame at 256 px. On a GPU the pass size comes from free memory
-(:func:`frames_per_pass`)."""
+other shapes. One frame at a time costs no speed there (oneDNN parallelises within a frame; 2026-12-03:
+2.54 s/frame at batch 1 against 2.64 at batch 2 with tcmalloc, 3.01 / 2.97 with glibc's malloc) and holds
+one frame's activations instead of B (a 219 MB live peak per 256 px frame). On a GPU the pass size comes
+from free memory (:func:`frames_per_pass`)."""
 
 FRAME_BYTES_256 = 330e6
 """Device memory one float32 frame at 256 px needs in a pass: the largest live set of a frame's tensors is
