@@ -13,16 +13,17 @@ ensure() {
   shift 2
   for cmd in "$@"; do command -v "$cmd" >/dev/null 2>&1 || found=0; done
   [ "$found" = 1 ] && return 0
-  install "$package" "$fallback"
+  apt_install "$package" "$fallback"
 }
 
 # ensure_library PACKAGE FALLBACK-MESSAGE SONAME: done when the dynamic linker knows SONAME, else install.
 ensure_library() {
   ldconfig -p 2>/dev/null | grep -q "$3" && return 0
-  install "$1" "$2"
+  apt_install "$1" "$2"
 }
 
-install() {
+# apt_install PACKAGE FALLBACK-MESSAGE: from Debian as root, else say what is used instead.
+apt_install() {
   local package=$1 fallback=$2
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "ensure_tools: installing Debian's $package" >&2

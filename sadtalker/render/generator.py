@@ -48,7 +48,7 @@ def frames_per_pass(device: torch.device, batch: int, size: int, dtype: torch.dt
     if device.type != "cuda":
         return batch
     free, _ = torch.cuda.mem_get_info(device)
-    per_frame = FRAME_BYTES_256 * (size / 256) ** 2 * torch.empty((), dtype=dtype).element_size() / 4
+    per_frame = FRAME_BYTES_256 * (size / 256) ** 2 * dtype.itemsize / 4
     return max(1, min(batch, int(free * GPU_MEMORY_SHARE // per_frame)))
 
 

@@ -112,6 +112,11 @@ def _tap_matrix(offsets: tuple[int, int, int], like: torch.Tensor) -> tuple[int,
     return lo, hi, matrix
 
 
+def _is_channels_last(t: torch.Tensor) -> bool:
+    """Stored channels-last and not also plain-contiguous (a 1×1 map or one channel is both)."""
+    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
 def conv3x3_of_upsampled(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, factor: int
 ) -> torch.Tensor:
@@ -130,7 +135,7 @@ def conv3x3_of_upsampled(
     """
     batch, _, h, w = x.shape
     padded = F.pad(x, (1, 1, 1, 1))
-    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    channels_last = _is_channels_last(x)
     if channels_last:  # (B, h, f, w, f, O) viewed as NCHW with channels-last strides
         out = x.new_empty(batch, h, factor, w, factor, weight.shape[0]).permute(0, 5, 1, 2, 3, 4)
     else:
@@ -176,7 +181,7 @@ class SPADE(nn.Module):
         statistics of a nearest-upsampled map are those of the map, so the small ``x`` is normalised and
         the result upsampled: the full-size input is never made (67 MB at 256 px in ``up_1``)."""
         normalized = self.param_free_norm(x)  # always NCHW-contiguous (instance norm reshapes)
-        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        if _is_channels_last(x):
             # in the decoder's layout, or the in-place products below mix layouts (10x slower)
             normalized = normalized.contiguous(memory_format=torch.channels_last)
         if upsample > 1:
@@ -193,10 +198,10 @@ class SPADE(nn.Module):
         """``mlp_shared(resize(seg, size))``: ``(B, label_nc, h, w) -> (B, hidden, *size)``."""
         (h, w), (height, width) = seg.shape[2:], size
         factor = height // h
-        if (h, w) == (height, width) or (factor * h, factor * w) != (height, width):
-            if (h, w) != (height, width):  # not an integer multiple: resize, then convolve
-                seg = F.interpolate(seg, size=size, mode="nearest")
+        if (h, w) == (height, width):
             return self.mlp_shared(seg)
+        if (factor * h, factor * w) != (height, width):  # not an integer multiple: resize, then convolve
+            return self.mlp_shared(F.interpolate(seg, size=size, mode="nearest"))
         conv = self.mlp_shared[0]  # then mlp_shared[1], the ReLU, in place on the fresh tensor
         return torch.relu_(conv3x3_of_upsampled(seg, conv.weight, conv.bias, factor))
 
