@@ -18,6 +18,10 @@ Refuses to start, with exit status 2 and the reason, when torch sees no CUDA dev
    render stage (:func:`sadtalker.pipeline.render_video`, the generator on every frame, the encode in the
    loop) of a ``seconds`` clip at each size in float16 at batch 16: its frames/s against the generator's
    own (timed inside the same run): the encode keeps up when the two are close.
+5. ``compiled``: the renderer through ``torch.compile`` (the ``--compile`` render option) at each size in
+   ``compile_dtype`` (float16) at batch ``compile_batch`` (16): its first batch (the compile) apart, then
+   frames/s beside the eager row of the same size, dtype and batch (``render``). Last, so that a slow
+   compile costs no other figure.
 """
 
 from __future__ import annotations
@@ -136,7 +140,8 @@ def render_stage(models, size: int, device: str, dtype: str, batch: int, seconds
 
 def run(params: dict[str, Any]) -> dict[str, Any]:
     """Params: device, sizes, dtypes, batch_sizes, batches, warmup, psnr_frames, encode_frames,
-    stage_seconds, stage_batch, weights; allow_cpu (a dry run of the code paths on the CPU: tests)."""
+    stage_seconds, stage_batch, compile_dtype, compile_batch, weights; allow_cpu (a dry run of the code
+    paths on the CPU: tests)."""
     from bench.stages import _encode, _moving_frames
 
     device = params.get("device", "cuda")
@@ -208,6 +213,12 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
         batch, seconds = int(params.get("stage_batch", 16)), float(params.get("stage_seconds", 10.0))
         return [render_stage(models, size, device, dtype, batch, seconds, tmp) for size in sizes]
 
+    def compiled():
+        dtype = params.get("compile_dtype", "float16" if "float16" in dtypes else dtypes[0])
+        batch = int(params.get("compile_batch", 16))
+        warm, timed = int(params.get("warmup", 2)), int(params.get("batches", 3))
+        return [render.measure(models, size, device, dtype, [batch], timed, warm, True) for size in sizes]
+
     try:
         part("peak", peaks)
         out["weights"] = weights_record(models, sizes)
@@ -215,6 +226,7 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
         part("psnr", psnrs)
         part("encode", encodes)
         part("render_stage", stages)
+        part("compiled", compiled)
     finally:
         tmp_dir.cleanup()
     out["wall_s"] = time.perf_counter() - start

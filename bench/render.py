@@ -6,8 +6,14 @@ on the values), a fixed random source image and coefficients; ``set_source`` (pe
 For each batch size: ``warmup`` untimed batches, then ``batches`` timed batches of ``driving_keypoints``
 (mapping net + keypoints) and ``render`` (the generator); s/frame is the median batch time / batch size.
 
+``compile``: the engine renders through ``torch.compile`` (the ``--compile`` render option); its first
+batch, which compiles, is timed apart (``first_batch_s``; inductor's on-disk cache makes it shorter in
+later processes), then the batches are timed as above. A new batch size recompiles once (the batch
+dimension turns dynamic), in its warm-up.
+
 FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` over the first warm-up batch of the first batch size
-(counted once per size, then per frame: FLOPs are linear in the batch). It counts convolutions (conv2d and
+(counted once per size, then per frame: FLOPs are linear in the batch), through the eager generator (a
+compiled one does the same arithmetic). It counts convolutions (conv2d and
 conv3d alike, through ``aten.convolution``) and matrix products; ``grid_sample``, norms, interpolation and
 element-wise ops are not counted (they are a small part of the work but not of the time). Achieved GFLOP/s
 = counted FLOPs per frame / s per frame.
@@ -19,10 +25,11 @@ set beside the isolated shapes of the ``peak`` section, it says how fast the con
 network), and the heaviest other operators. The profiler adds some overhead, so these are shares, not
 timings.
 
-Per-module split: forward pre- and post-hooks on the generator's dense motion network and SPADE decoder
-take a timestamp (CUDA events on a GPU, so nothing is synchronised inside the batch; ``perf_counter`` on
-the CPU, where ops are synchronous); ``rest`` = the generator's time minus those two (the 3-D warp of the
-source features, the 2-D projection convs, the occlusion mask); ``mapping`` = ``driving_keypoints``.
+Per-module split (not with ``compile``: a compiled pass runs no module hooks): forward pre- and post-hooks
+on the generator's dense motion network and SPADE decoder take a timestamp (CUDA events on a GPU, so
+nothing is synchronised inside the batch; ``perf_counter`` on the CPU, where ops are synchronous); ``rest``
+= the generator's time minus those two (the 3-D warp of the source features, the 2-D projection convs, the
+occlusion mask); ``mapping`` = ``driving_keypoints``.
 """
 
 from __future__ import annotations
@@ -40,8 +47,9 @@ def _flops(animator, windows, batch: int) -> dict[str, float]:
     generator = animator.generator
     with FlopCounterMode(display=False) as mapping_counter:
         _, kp = animator.driving_keypoints(windows)
-    with FlopCounterMode(display=False) as counter:
-        animator.render(kp)
+    source = animator.source
+    with FlopCounterMode(display=False) as counter:  # eager: the counter sees every operator
+        generator.forward_from_features(source.features, source.kp_source, kp)
     counts = counter.get_flop_counts()
 
     def module(name: str) -> float:
@@ -103,6 +111,11 @@ class _ModuleTimes:
 
 
 _CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_overrideable", "aten::_convolution_pointwise")
+_COMPILED_CONV = "mkldnn::_convolution_pointwise"  # inductor's fused oneDNN convs (and their in-place form)
+
+
+def _is_conv(op: str) -> bool:
+    return op in _CONV_OPS or op.startswith(_COMPILED_CONV)
 
 
 def op_split(animator, windows, batch: int, flops_per_frame: float, top: int = 6) -> dict[str, Any]:
@@ -115,8 +128,8 @@ def op_split(animator, windows, batch: int, flops_per_frame: float, top: int = 6
             animator.render(kp)
     own = {e.key: e.self_cpu_time_total / 1e6 for e in prof.key_averages()}
     total = sum(own.values())
-    conv = sum(own.get(name, 0.0) for name in _CONV_OPS)
-    others = sorted(((t, k) for k, t in own.items() if k not in _CONV_OPS), reverse=True)[:top]
+    conv = sum(t for name, t in own.items() if _is_conv(name))
+    others = sorted(((t, k) for k, t in own.items() if not _is_conv(k)), reverse=True)[:top]
     return {
         "batch_size": batch,
         "profiled_s": total,
@@ -132,7 +145,9 @@ def time_batches(animator, windows, batch: int, batches: int, warmup: int) -> di
 
     device = str(animator.device)
     marks = Marks(device)
-    hooks = _ModuleTimes(animator.generator, marks)
+    # A compiled pass runs no module hooks (and adding them would make it recompile): no module split.
+    compiled = animator.frames_fn is not None
+    hooks = None if compiled else _ModuleTimes(animator.generator, marks)
     rows = []
     try:
         with animator.inference_context():
@@ -145,23 +160,28 @@ def time_batches(animator, windows, batch: int, batches: int, warmup: int) -> di
                 out = animator.render(kp)
                 t2 = marks.mark()
                 sync(device)
-                parts = hooks.seconds()  # this batch's passes (and nothing left from the warm-up)
+                # this batch's passes (and nothing left from the warm-up)
+                parts = hooks.seconds() if hooks else {"dense_motion_network": None, "decoder": None}
                 if step >= warmup:
                     generator = marks.seconds(t1, t2)
+                    dense, decoder = parts["dense_motion_network"], parts["decoder"]
                     rows.append(
                         {
                             "total": marks.seconds(t0, t2),
                             "mapping": marks.seconds(t0, t1),
                             "generator": generator,
-                            "dense_motion": parts["dense_motion_network"],
-                            "decoder": parts["decoder"],
-                            "rest": generator - parts["dense_motion_network"] - parts["decoder"],
+                            "dense_motion": dense,
+                            "decoder": decoder,
+                            "rest": None if compiled else generator - dense - decoder,
                         }
                     )
                 del out
     finally:
-        hooks.remove()
-    per_frame = {key: median(r[key] for r in rows) / batch for key in rows[0]}
+        if hooks:
+            hooks.remove()
+    per_frame = {
+        key: None if rows[0][key] is None else median(r[key] for r in rows) / batch for key in rows[0]
+    }
     spread = [r["total"] / batch for r in rows]
     result = {
         "batch_size": batch,
@@ -185,20 +205,29 @@ def measure(
     batch_sizes=(1, 2, 4, 8, 16),
     batches: int = 3,
     warmup: int = 1,
+    compile: bool = False,
 ) -> dict[str, Any]:
     """The renderer at ``size`` on ``device`` / ``dtype`` over ``batch_sizes``, with the engine of
-    ``models`` (loaded here if needed: ``load_s``)."""
+    ``models`` (loaded here if needed: ``load_s``); ``compile``: through ``torch.compile``."""
     import torch
 
     batch_sizes = list(batch_sizes)
     start = time.perf_counter()
-    animator = models.animator(size, "crop", device, dtype)
+    animator = models.animator(size, "crop", device, dtype, compile)
     sync(device)
     load_s = time.perf_counter() - start
     t0 = time.perf_counter()
     windows = set_random_source(animator, size)
     sync(device)
     source_s = time.perf_counter() - t0
+    first_batch_s = None
+    if compile:  # the compile happens in the first batch: timed apart, not in any row
+        t0 = time.perf_counter()
+        with animator.inference_context():
+            animator.render(animator.driving_keypoints(windows(range(batch_sizes[0])))[1])
+        sync(device)
+        first_batch_s = time.perf_counter() - t0
+        print(f"render {size} px {dtype} compiled: first batch (compiles) {first_batch_s:.1f} s", flush=True)
     with animator.inference_context():
         flops = _flops(animator, windows(range(batch_sizes[0])), batch_sizes[0])
     rows = []
@@ -217,8 +246,8 @@ def measure(
         seconds = row["s_per_frame"]
         row["gflops"] = (flops["mapping"] + flops["generator"]) / seconds
         split = row["split_s_per_frame"]
-        row["split_share"] = {k: v / seconds for k, v in split.items()}
-        row["split_gflops"] = {k: (flops[k] / v if v > 0 else None) for k, v in split.items()}
+        row["split_share"] = {k: None if v is None else v / seconds for k, v in split.items()}
+        row["split_gflops"] = {k: (flops[k] / v if v else None) for k, v in split.items()}
         rows.append(row)
         print(
             f"render {size} px {dtype} batch {batch}: {seconds:.4g} s/frame, {row['fps']:.4g} frames/s, "
@@ -234,10 +263,12 @@ def measure(
         "size": size,
         "device": device,
         "dtype": dtype,
+        "compile": compile,
         "threads": torch.get_num_threads(),
         "weights": weights_record(models, [size]),
         "load_s": load_s,
         "set_source_s": source_s,
+        "first_batch_s": first_batch_s,
         "gflop_per_frame": flops,
         "batches": rows,
         "ops": ops,
@@ -248,7 +279,7 @@ def measure(
 
 def run(params: dict[str, Any]) -> dict[str, Any]:
     """Section ``render`` for one size (``bench/run.py`` runs each size in a fresh process). Params: size,
-    batch_sizes, batches, warmup, device, dtype, weights."""
+    batch_sizes, batches, warmup, device, dtype, weights, compile."""
     models = models_holder(params.get("weights"))
     result = measure(
         models,
@@ -258,6 +289,7 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
         params.get("batch_sizes", [1, 2, 4, 8, 16]),
         int(params.get("batches", 3)),
         int(params.get("warmup", 1)),
+        bool(params.get("compile", False)),
     )
     result["peak_rss_mb"] = peak_rss_mb()
     return result

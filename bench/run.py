@@ -103,6 +103,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, help="untimed batches per batch size (CPU 1, GPU 2, quick 0)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    parser.add_argument(
+        "--compile", action="store_true", help="render section: through torch.compile (its first batch apart)"
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads in every section (default: torch's)")
     parser.add_argument(
         "--weights",
@@ -155,6 +158,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         "sections": args.sections,
         "device": args.device,
         "dtype": args.dtype,
+        "compile": args.compile,
         "threads": args.threads,
         "weights": args.weights,
         "sizes": pick(args.sizes, [256], [256, 512]),
@@ -200,6 +204,7 @@ def run_section(name: str, s: dict[str, Any]) -> dict[str, Any]:
                     "batch_sizes": s["batch_sizes"],
                     "batches": s["batches"],
                     "warmup": s["warmup"],
+                    "compile": s.get("compile", False),
                 },
             )
             for size in s["sizes"]
@@ -323,7 +328,7 @@ def targets(sections: dict[str, Any], s: dict[str, Any]) -> list[dict[str, Any]]
         # everything the full-mode render stage does besides the generator (mapping net included), per
         # frame, over the generator's own time per frame
         without = stages["render_without_generator_s_per_frame"]["full"]
-        generator = sum(row["split_s_per_frame"][k] for k in ("dense_motion", "decoder", "rest"))
+        generator = row["s_per_frame"] - row["split_s_per_frame"]["mapping"]
         ratio = without / generator
         out.append(
             _target(
@@ -367,12 +372,14 @@ def targets(sections: dict[str, Any], s: dict[str, Any]) -> list[dict[str, Any]]
 def gpu_targets(suite: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for size, goal in ((256, 200), (512, 50)):
-        rows = [r for r in suite.get("render", []) if r["size"] == size]
+        rows = [r for r in suite.get("render", []) + suite.get("compiled", []) if r["size"] == size]
         if rows:
             best = max(rows, key=lambda r: r["best"]["fps"])
             out.append(
                 _target(
-                    f"GPU frames/s at {size} px (best: {best['dtype']}, batch {best['best']['batch_size']})",
+                    f"GPU frames/s at {size} px (best: {best['dtype']}"
+                    + (", torch.compile" if best.get("compile") else "")
+                    + f", batch {best['best']['batch_size']})",
                     best["best"]["fps"],
                     f">= {goal}",
                     best["best"]["fps"] >= goal,
@@ -394,6 +401,26 @@ def gpu_targets(suite: dict[str, Any]) -> list[dict[str, Any]]:
                 row["best"]["of_conv_peak"] >= 0.9,
             )
         )
+    for row in suite.get("compiled", []):
+        batch = row["best"]["batch_size"]
+        eager = [
+            b
+            for r in suite.get("render", [])
+            if (r["size"], r["dtype"]) == (row["size"], row["dtype"])
+            for b in r["batches"]
+            if b["batch_size"] == batch and "error" not in b
+        ]
+        if eager:
+            gain = row["best"]["fps"] / eager[0]["fps"]
+            out.append(
+                _target(
+                    f"torch.compile / eager frames/s, {row['size']} px {row['dtype']} batch {batch}",
+                    gain,
+                    "> 1 (where it helps)",
+                    None,
+                    f"first batch (compile) {row['first_batch_s']:.3g} s",
+                )
+            )
     for row in suite.get("render_stage", []):
         keep = row["render_stage_fps"] / row["generator_fps"]
         out.append(
@@ -511,7 +538,8 @@ def markdown(record: dict[str, Any]) -> str:
         )
         flops = [
             f"{size}: {r['gflop_per_frame']['generator']:.4g} GFLOP/frame (load {r['load_s']:.3g} s, "
-            f"peak RSS {r['peak_rss_mb']:.0f} MB)"
+            + (f"torch.compile, first batch {r['first_batch_s']:.3g} s, " if r.get("compile") else "")
+            + f"peak RSS {r['peak_rss_mb']:.0f} MB)"
             for size, r in render.items()
         ]
         lines += ["; ".join(flops), ""]
@@ -710,6 +738,8 @@ def main(argv: list[str] | None = None) -> int:
                 encode_frames=10,
                 stage_seconds=0.08,
                 stage_batch=2,
+                compile_dtype="float32",
+                compile_batch=1,
                 repeats=1,
                 tiny=True,
             )

@@ -160,6 +160,9 @@ def run_command(
     ] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:<i>.")] = "auto",
     dtype: Annotated[DType, typer.Option(help=RenderOptions.model_fields["dtype"].description)] = "float32",
+    compile: Annotated[
+        bool, typer.Option("--compile", help=RenderOptions.model_fields["compile"].description)
+    ] = False,
     no_check_files: NoCheckFilesOption = False,
     no_report: Annotated[
         bool, typer.Option("--no-report", help="Do not write report.html / index.html.")
@@ -190,6 +193,7 @@ def run_command(
             window=window,
             device=device,
             dtype=dtype,
+            compile=compile,
             check_files=not no_check_files,
             qc_thresholds=thresholds,
             report=not no_report,

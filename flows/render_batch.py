@@ -564,6 +564,7 @@ def render_batch(
     window: int | None = None,
     device: str = "auto",
     dtype: DType = "float32",
+    compile: bool = False,
     check_files: bool = True,
     qc_thresholds: dict[str, dict[str, float]] | None = None,
     report: bool = True,
@@ -589,6 +590,9 @@ def render_batch(
             2 per worker (``flows.runners.default_window``).
         device: ``auto`` (CUDA when the worker has it), ``cpu``, ``cuda``, ``cuda:<i>``.
         dtype: the renderer's precision (float16 / bfloat16 on a GPU worker only).
+        compile: render through ``torch.compile`` (a one-off compile per worker process and batch shape,
+            then faster frames; CPU workers need a C++ compiler). Frames match within float rounding, so
+            the render key is unchanged; each row's ``compiled`` column says which way it was rendered.
         check_files: check that every input file exists while validating.
         allowed_prefixes: folders or URLs (``s3://bucket/media/``) the manifest's rows may name files
             under (image, audio, references; ``..`` and symlinks resolved first); a row naming a file
@@ -652,6 +656,7 @@ def render_batch(
             paths=paths,
             device=device,
             dtype=dtype,
+            compile=compile,
             force=force,
             progress=sys.stderr.isatty(),
             qc_thresholds=overrides or None,

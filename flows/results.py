@@ -65,6 +65,7 @@ RESULT_SCHEMA = pa.schema(
         ("weights", pa.string()),  # the label of exactly the files loaded: official:<sha12>+<sha12>
         ("landmark_backend", pa.string()),  # face-alignment | dlib: the landmarker that found the face
         ("device", pa.string()),
+        ("compiled", pa.bool_()),  # rendered through torch.compile (the row's render.json says the same)
         ("face_reused", pa.bool_()),
         ("coeffs_reused", pa.bool_()),
         ("render_reused", pa.bool_()),

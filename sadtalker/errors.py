@@ -72,3 +72,8 @@ class DownloadError(WeightsError):
     """A download failed after its retries."""
 
     transient = True
+
+
+class CompilerMissingError(SadTalkerError):
+    """``torch.compile`` was asked for on the CPU and no C++ compiler is installed (inductor generates C++):
+    install one or render without ``--compile``; retrying will not help."""

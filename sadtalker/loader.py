@@ -504,12 +504,15 @@ class Models:
 
         return self._get(("landmarker", self.landmarker_name), build)
 
-    def animator(self, size: int, preprocess: str, device: str = "cpu", dtype: str = "float32"):
+    def animator(
+        self, size: int, preprocess: str, device: str = "cpu", dtype: str = "float32", compile: bool = False
+    ):
         """The face renderer engine (mapping net + keypoint detector + generator) on ``device``.
 
-        Each (size, family, device, dtype) has its own engine. The size's networks stay on the CPU (the
-        3DMM regressor, ExpNet and PoseVAE run there, and CPU engines use them as they are); an engine on
-        another device gets its own copies, because ``Module.to`` moves a module in place.
+        Each (size, family, device, dtype, compile) has its own engine. The size's networks stay on the CPU
+        (the 3DMM regressor, ExpNet and PoseVAE run there, and CPU engines use them as they are); an engine
+        on another device gets its own copies, because ``Module.to`` moves a module in place. ``compile``:
+        the engine renders through ``torch.compile`` (:func:`sadtalker.render.generator.compile_frames`).
         """
         from sadtalker.render.animate import FaceAnimator
 
@@ -523,9 +526,10 @@ class Models:
                 _on_device(networks.generator, device),
                 mapping.to(device),  # built for this engine alone
                 autocast_dtype=autocast,
+                compile=compile,
             )
 
-        return self._get(("animator", size, family(preprocess), device, dtype), build)
+        return self._get(("animator", size, family(preprocess), device, dtype, compile), build)
 
     def enhancer_weights(self, name: str, size: int, preprocess: str):
         """The file the face enhancer ``name`` (``gfpgan``) loads for renders of this configuration: official

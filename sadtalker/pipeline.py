@@ -192,7 +192,9 @@ def render_video(
 
     models = _models(models)
     record = face.crop_record()
-    animator = models.animator(options.size, options.preprocess, options.device, options.dtype)
+    animator = models.animator(
+        options.size, options.preprocess, options.device, options.dtype, options.compile
+    )
     # options.enhancer: restore the aligned S x S face of every frame, before the resize and any paste-back
     face_enhancer = None
     if options.enhancer != "none":

@@ -22,7 +22,8 @@ class StageContext:
     """What every stage of a batch needs besides its row.
 
     ``device``: ``"auto"`` (CUDA when the worker has it), ``"cpu"``, ``"cuda"``, ``"cuda:1"``;
-    resolved on the worker that runs the task. ``force``: recompute even when the artefact exists.
+    resolved on the worker that runs the task. ``compile``: render through ``torch.compile``.
+    ``force``: recompute even when the artefact exists.
     ``progress``: per-clip progress bars (render). ``qc_thresholds``: the batch's overrides of the QC
     thresholds (``{"identity_similarity": {"fail": 0.5}}``; ``sadtalker.qc`` has the defaults).
     ``weights``: the weights policy (``official`` | ``synthetic`` | ``auto``), resolved by the flow before
@@ -37,6 +38,7 @@ class StageContext:
     paths: BatchPaths
     device: str = "auto"
     dtype: str = "float32"
+    compile: bool = False
     force: bool = False
     progress: bool = False
     qc_thresholds: dict[str, dict[str, float]] | None = None
@@ -123,6 +125,7 @@ class StoredRender:
     seconds_per_frame: float | None = None
     frame_stats: dict[str, Any] | None = None
     weights_label: str | None = None
+    compiled: bool = False
 
     def result_fields(self) -> dict[str, Any]:
         return {
@@ -135,6 +138,7 @@ class StoredRender:
             "synthetic_weights": self.synthetic_weights,
             "weights": self.weights_label,
             "device": self.device,
+            "compiled": self.compiled,
             "render_reused": self.reused,
             "render_s": self.seconds,
             "render_wait_s": self.wait_seconds,

@@ -49,7 +49,9 @@ def render_task(row: ManifestRow, face: StoredFace, coeffs: StoredCoeffs, ctx: S
     start = time.perf_counter()
     models = Models.shared(ctx.weights)
     device = resolve_device(ctx.device)
-    options = row.to_options(device=device, dtype=ctx.dtype, ref_eyeblink=None, ref_pose=None)
+    options = row.to_options(
+        device=device, dtype=ctx.dtype, compile=ctx.compile, ref_eyeblink=None, ref_pose=None
+    )
     key = render_key(
         face.key,
         coeffs.key,
@@ -90,6 +92,7 @@ def render_task(row: ManifestRow, face: StoredFace, coeffs: StoredCoeffs, ctx: S
             "synthetic_weights": bool(video.synthetic_weights),
             "weights": weights_label,
             "device": device,
+            "compiled": options.compile,  # through torch.compile: same key, frames within float rounding
             "seconds_per_frame": video.seconds_per_frame,
             "frame_stats": video.frame_stats,
         }
@@ -114,4 +117,5 @@ def render_task(row: ManifestRow, face: StoredFace, coeffs: StoredCoeffs, ctx: S
         seconds_per_frame=previous.get("seconds_per_frame"),
         frame_stats=previous.get("frame_stats"),
         weights_label=str(previous.get("weights") or weights_label),
+        compiled=bool(previous.get("compiled", False)),
     )

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Conformance: run every stage of our implementation on a golden directory and print per-stage errors.
 
-    python tests/golden_check.py DIR [--stages abcdef]
+    python tests/golden_check.py DIR [--stages abcdef] [--compile]
 
 DIR holds ``meta.json`` (its ``seed`` names the synthetic weights), the stage files (``a_mel.npz`` ...) and
 ``input_audio.wav``, as produced by the official SadTalker code (see ../shared/reference/golden/README.md).
@@ -26,8 +26,8 @@ from golden_stages import Check, GoldenSet  # noqa: E402
 STAGE_MODULES = {"a": "audio", "b": "audio", "c": "audio", "d": "face", "e": "face", "f": "render"}
 
 
-def run(root: Path, stages: str) -> list[Check]:
-    golden = GoldenSet(root)
+def run(root: Path, stages: str, compile: bool = False) -> list[Check]:
+    golden = GoldenSet(root, compile=compile)
     checks: list[Check] = []
     for letter in stages:
         module = importlib.import_module(f"golden_stages.{STAGE_MODULES[letter]}")
@@ -58,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--stages", default="".join(STAGE_MODULES), help="stage letters to run (default: all)"
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="stage f renders through torch.compile (the --compile render option), same tolerances",
+    )
     args = parser.parse_args(argv)
     if not (args.golden_dir / "meta.json").is_file():
         parser.error(f"{args.golden_dir} has no meta.json: not a golden directory")
@@ -65,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown stages {''.join(sorted(unknown))}; known: {''.join(STAGE_MODULES)}")
     print(f"{'stage:array':<34} {'max_abs_err':>12} {'tolerance':>10}  verdict")
-    checks = run(args.golden_dir, args.stages)
+    checks = run(args.golden_dir, args.stages, compile=args.compile)
     failed = [c for c in checks if not c.passed]
     print(f"{len(checks) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0

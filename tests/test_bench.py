@@ -84,7 +84,8 @@ def test_gpu_suite_code_paths_run_on_the_cpu(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     suite = json.loads(out.read_text())["gpu_suite"]
     assert suite["errors"] == {}
-    assert {"peak", "render", "psnr", "encode", "render_stage"} <= set(suite)
+    assert {"peak", "render", "psnr", "encode", "render_stage", "compiled"} <= set(suite)
+    assert suite["compiled"][0]["compile"] and suite["compiled"][0]["first_batch_s"] > 0
     assert suite["psnr"]["256"]["bfloat16"]["frames"] == 1
     assert "## GPU suite" in proc.stdout
 
@@ -106,8 +107,10 @@ def test_quick_run_of_every_section(tmp_path: Path):
     assert clips["long"]["real_generator_batches"] == 2  # the first and last batches, a stand-in between
 
 
-def test_operator_split_of_a_generator_batch():
-    """bench/render.op_split: the convolutions' share and in-place rate, the heaviest other operators."""
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_operator_split_of_a_generator_batch(compile: bool):
+    """bench/render.op_split: the convolutions' share and in-place rate, the heaviest other operators;
+    compiled, inductor's fused oneDNN convolutions count as convolutions."""
     from test_render import TINY_GEN, TINY_KP, TINY_MAP, _synthetic
 
     from bench.common import set_random_source
@@ -121,11 +124,13 @@ def test_operator_split_of_a_generator_batch():
         _synthetic(lambda: KPDetector(TINY_KP), "kp_extractor."),
         _synthetic(lambda: OcclusionAwareSPADEGenerator(TINY_GEN), "generator."),
         _synthetic(lambda: MappingNet(TINY_MAP), "mapping/"),
+        compile=compile,
     )
     windows = set_random_source(animator, 64)
     ops = op_split(animator, windows, batch=2, flops_per_frame=1.0)
     assert ops["batch_size"] == 2 and ops["profiled_s"] > 0
     assert 0 < ops["conv_share"] < 1 and ops["conv_gflops_in_place"] > 0
     names = [o["op"] for o in ops["top_other_ops"]]
-    assert names and "aten::mkldnn_convolution" not in names
+    conv_kernels = ("aten::mkldnn_convolution", "mkldnn::_convolution_pointwise")  # eager, inductor's
+    assert names and not any(name.startswith(conv_kernels) for name in names)
     assert all(0 <= o["share"] < 1 for o in ops["top_other_ops"])

@@ -353,7 +353,7 @@ class _FakeModels:
     def __init__(self, net):
         self.net, self.calls = net, []
 
-    def animator(self, size, preprocess, device, dtype):
+    def animator(self, size, preprocess, device, dtype, compile=False):
         return _FakeAnimator()
 
     def weights(self, size, preprocess):

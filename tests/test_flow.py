@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import os
 import signal
@@ -355,6 +356,19 @@ def test_cuda_renders_hold_the_gpu_concurrency_slot(tmp_path: Path, fake_pipelin
     with get_client(sync_client=True) as client:
         limit = client.read_global_concurrency_limit_by_name(gpu_limit_name("cuda"))
     assert limit.limit == 1 and limit.active_slots == 0
+
+
+def test_compile_reaches_the_renderer_and_labels_the_rows(tmp_path: Path, fake_pipeline: Any) -> None:
+    """compile=True: the render options ask for the compiled renderer, and render.json and the results
+    say so; the render key is the same (a rerun without compile reuses the video and keeps its label)."""
+    manifest = make_manifest(tmp_path / "in", {"a": (b"pa", b"sa")})
+    summary = render_batch(manifest=manifest, output=str(tmp_path / "out"), device="cpu", compile=True)
+    results = results_of(summary)
+    record = json.loads(Path(results.loc["a", "video_uri"]).with_name("render.json").read_text())
+    assert summary.ok and bool(results.loc["a", "compiled"]) and record["compiled"] is True
+    again = results_of(render_batch(manifest=manifest, output=str(tmp_path / "out"), device="cpu"))
+    assert bool(again.loc["a", "render_reused"]) and bool(again.loc["a", "compiled"])
+    assert again.loc["a", "render_key"] == results.loc["a", "render_key"]
 
 
 def test_dask_runner_loads_models_once_per_worker_process(

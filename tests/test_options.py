@@ -45,7 +45,7 @@ def _parse(*argv: str) -> RenderOptions:
 
 def test_every_option_is_a_column_and_a_flag_except_the_workers_fields() -> None:
     fields = set(RenderOptions.model_fields)
-    assert {"device", "dtype"} == WORKER_FIELDS
+    assert {"device", "dtype", "compile"} == WORKER_FIELDS
     assert fields - WORKER_FIELDS == OPTION_COLUMNS
     assert set(ManifestRow.model_fields) == OPTION_COLUMNS | set(REQUIRED_COLUMNS)
     for name in OPTION_COLUMNS:  # the columns are the options' own fields: same type, default, description

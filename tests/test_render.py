@@ -627,9 +627,9 @@ def test_cpu_frames_go_through_one_at_a_time(monkeypatch: pytest.MonkeyPatch) ->
     kp_source = torch.rand(1, 15, 3) * 0.5
     kp_driving = torch.rand(3, 15, 3) * 0.5
     passes: list[int] = []
-    real = generator._render_frames
+    real = generator.render_frames
     monkeypatch.setattr(
-        generator, "_render_frames", lambda f, s, d: passes.append(d.shape[0]) or real(f, s, d)
+        generator, "render_frames", lambda f, s, d: passes.append(d.shape[0]) or real(f, s, d)
     )
     with torch.inference_mode():
         features = generator.encode_source(image)
@@ -641,6 +641,44 @@ def test_cpu_frames_go_through_one_at_a_time(monkeypatch: pytest.MonkeyPatch) ->
     assert passes == [3, 1, 1, 1, 1, 1, 1] and split.shape == (3, 3, 64, 64)
     torch.testing.assert_close(split, batched, atol=1e-4, rtol=0)
     torch.testing.assert_close(per_frame_sources, batched, atol=1e-4, rtol=0)
+
+
+def test_compiled_frames_match_eager() -> None:
+    """compile_frames: the inductor-compiled pass (freezing: prepacked weights, fused post-ops) renders the
+    eager frames within float rounding, through forward_from_features, also when the batch size changes
+    between calls (a clip's shorter last batch) and for a second clip's source."""
+    from sadtalker.render.generator import compile_frames
+
+    generator = _synthetic(lambda: OcclusionAwareSPADEGenerator(TINY_GEN), "generator.").eval()
+    kp_source = torch.rand(1, 15, 3) * 0.5
+    compiled = compile_frames(generator, torch.device("cpu"))
+    with torch.no_grad():
+        for seed, frames in ((1, 2), (2, 1)):
+            features = generator.encode_source(torch.from_numpy(_image(64, seed)))
+            kp_driving = torch.rand(frames, 15, 3) * 0.5
+            eager = generator.render_frames(features, kp_source, kp_driving)
+            out = compiled(features, kp_source, kp_driving)
+            assert out.shape == (frames, 3, 64, 64)
+            torch.testing.assert_close(out, eager, atol=1e-4, rtol=0)
+            passes = generator.forward_from_features(features, kp_source, kp_driving, frames_fn=compiled)
+            torch.testing.assert_close(passes, eager, atol=1e-4, rtol=0)
+
+
+def test_compile_needs_a_cxx_compiler_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a C++ compiler, compiling for the CPU fails at once with what to install, not at the first
+    frame deep inside inductor."""
+    from torch._inductor import cpp_builder
+
+    from sadtalker.errors import CompilerMissingError
+    from sadtalker.render.generator import compile_frames
+
+    def missing():
+        raise RuntimeError("no working C++ compiler found")
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", missing)
+    generator = OcclusionAwareSPADEGenerator(TINY_GEN)
+    with pytest.raises(CompilerMissingError, match="C\\+\\+ compiler"):
+        compile_frames(generator, torch.device("cpu"))
 
 
 def test_gpu_passes_fit_the_free_memory(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -45,9 +45,11 @@ def compare(stage: str, name: str, ours, reference, tolerance: float) -> Check:
 
 @dataclass
 class GoldenSet:
-    """A golden directory: ``meta.json`` + ``*.npz`` per stage + ``input_audio.wav``."""
+    """A golden directory: ``meta.json`` + ``*.npz`` per stage + ``input_audio.wav``. ``compile``: stage f
+    renders through ``torch.compile`` (the ``--compile`` render option) instead of eagerly."""
 
     root: Path
+    compile: bool = False
     _cache: dict = field(default_factory=dict, repr=False)
 
     @cached_property

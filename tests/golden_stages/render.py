@@ -48,7 +48,8 @@ def run_f(golden: GoldenSet) -> list[Check]:
     batch_size = stored_windows.shape[0]
     coeffs = data["coeffs_3frames"]  # (T, 70)
 
-    engine = FaceAnimator(*load_renderer(*_synthetic_states(coeff_nc, golden.seed), coeff_nc=coeff_nc))
+    networks = load_renderer(*_synthetic_states(coeff_nc, golden.seed), coeff_nc=coeff_nc)
+    engine = FaceAnimator(*networks, compile=golden.compile)
     source = engine.set_source(data["source_image"], source_semantics[0])
     checks = [compare("f", "kp_canonical", source.kp_canonical, data["kp_canonical"], KP_TOL)]
     checks += [

@@ -64,3 +64,34 @@ def test_animators_of_other_dtypes_on_the_cpu_share_nothing_mutable(tmp_path: Pa
     assert second is not first and second.autocast_dtype == getattr(torch, dtype)
     assert next(first.generator.parameters()).dtype == torch.float32
     assert first.autocast_dtype is None
+
+
+def test_a_compiled_engine_is_its_own_and_renders_through_its_compiled_pass(tmp_path: Path, monkeypatch):
+    """``compile=True`` builds another engine (its own compiled pass over the shared CPU generator; the
+    plain engine stays eager) once, and its frames go through that pass."""
+    import sadtalker.render.animate as animate
+
+    compiled_for: list[torch.device] = []
+
+    def fake_compile(generator, device):
+        compiled_for.append(device)
+        return lambda features, kp_source, kp_driving: torch.full((kp_driving.shape[0], 3, 4, 4), 0.5)
+
+    monkeypatch.setattr(animate, "compile_frames", fake_compile)
+    models, networks = _models_with(tmp_path, monkeypatch, nn.Conv2d(3, 4, 3))
+    plain = models.animator(256, "crop", "cpu", "float32")
+    compiled = models.animator(256, "crop", "cpu", "float32", True)
+    assert compiled is not plain and models.animator(256, "crop", "cpu", "float32", True) is compiled
+    assert plain.frames_fn is None and compiled_for == [torch.device("cpu")]
+    assert compiled.generator is networks.generator is plain.generator  # nothing copied or changed
+
+    calls = []
+    monkeypatch.setattr(
+        compiled.generator,
+        "forward_from_features",
+        lambda f, s, d, frames_fn=None: calls.append(frames_fn) or frames_fn(f, s, d),
+        raising=False,
+    )
+    source = SimpleNamespace(features=None, kp_source=None)
+    assert compiled._render(source, torch.zeros(2, 15, 3)).shape == (2, 3, 4, 4)
+    assert calls == [compiled.frames_fn]
