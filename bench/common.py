@@ -113,12 +113,12 @@ class GeneratorStandIn:
             self._image = image
             return self.real_encode(image)
 
-        def forward_from_features(features, kp_source, kp_driving):
+        def forward_from_features(features, kp_source, kp_driving, frames_fn=None):
             index, self.calls = self.calls, self.calls + 1
             if index in self.real:
                 sync(self.device)
                 start = time.perf_counter()
-                out = self.real_forward(features, kp_source, kp_driving)
+                out = self.real_forward(features, kp_source, kp_driving, frames_fn=frames_fn)
                 sync(self.device)
                 self.real_seconds += time.perf_counter() - start
                 self.real_batches += 1

@@ -134,3 +134,37 @@ def test_operator_split_of_a_generator_batch(compile: bool):
     conv_kernels = ("aten::mkldnn_convolution", "mkldnn::_convolution_pointwise")  # eager, inductor's
     assert names and not any(name.startswith(conv_kernels) for name in names)
     assert all(0 <= o["share"] < 1 for o in ops["top_other_ops"])
+
+
+def test_generator_stand_in_runs_the_real_batches_and_fakes_the_rest():
+    """bench/common.GeneratorStandIn (the long clip's memory run): the listed batches go through the real
+    generator (and the engine's pass function), the others return the shifted source image; remove()
+    restores the engine."""
+    import torch
+    from test_render import TINY_GEN, TINY_KP, TINY_MAP, _synthetic
+
+    from bench.common import GeneratorStandIn, set_random_source
+    from sadtalker.render.animate import FaceAnimator
+    from sadtalker.render.generator import OcclusionAwareSPADEGenerator
+    from sadtalker.render.keypoint_detector import KPDetector
+    from sadtalker.render.mapping import MappingNet
+
+    animator = FaceAnimator(
+        _synthetic(lambda: KPDetector(TINY_KP), "kp_extractor."),
+        _synthetic(lambda: OcclusionAwareSPADEGenerator(TINY_GEN), "generator."),
+        _synthetic(lambda: MappingNet(TINY_MAP), "mapping/"),
+    )
+    passes = []
+    animator.frames_fn = lambda f, s, d: passes.append(len(d)) or animator.generator.render_frames(f, s, d)
+    stand_in = GeneratorStandIn(animator, total=3, real=(-1,))
+    windows = set_random_source(animator, 64)
+    image = stand_in._image
+    with animator.inference_context():
+        outs = [
+            animator.render(animator.driving_keypoints(windows(range(2 * i, 2 * i + 2)))[1]) for i in range(3)
+        ]
+    assert [o.shape for o in outs] == [(2, 3, 64, 64)] * 3
+    torch.testing.assert_close(outs[0][1], image[0].roll(1, dims=-1))  # frame 1: shifted by one pixel
+    assert passes and stand_in.real_batches == 1 and stand_in.real_frames == 2 and stand_in.frames == 6
+    stand_in.remove()
+    assert "forward_from_features" not in vars(animator.generator)

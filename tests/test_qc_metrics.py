@@ -282,6 +282,38 @@ def test_frame_stats_count_nonfinite_float_frames():
     assert again.nonfinite_frames == 3 and again.float_frames == 6
 
 
+@pytest.mark.parametrize("seconds", [0.3, 9.0])
+def test_audio_beats_in_chunks_are_librosas_whole_clip_beats(seconds: float) -> None:
+    """The spectrogram and the tempo computed a few frames at a time (flat memory for long clips) give
+    librosa's whole-clip spectrogram (within float rounding), tempo and beats, whatever the chunk size."""
+    import librosa
+
+    from sadtalker.qc import motion
+
+    sr, hop, rng = 16_000, 640, np.random.default_rng(3)
+    t = np.arange(int(sr * seconds)) / sr
+    gate = np.sin(2 * np.pi * 1.9 * t) > 0.3  # syllable-like bursts
+    audio = (0.3 * np.sin(2 * np.pi * 220 * t) * gate + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+    whole = librosa.power_to_db(librosa.feature.melspectrogram(y=audio, sr=sr, n_fft=2048, hop_length=hop))
+    envelope = librosa.onset.onset_strength(y=audio, sr=sr, hop_length=hop)
+    tempo, beats = librosa.beat.beat_track(onset_envelope=envelope, sr=sr, hop_length=hop)
+    if len(beats) == 0:
+        beats = librosa.onset.onset_detect(onset_envelope=envelope, sr=sr, hop_length=hop)
+    assert len(beats) >= (1 if seconds < 1 else 8)  # a short clip: few beats or onsets
+    for chunk in (3, 64, motion.ONSET_CHUNK_FRAMES):
+        spectrum = motion.mel_power_db(audio, sr, hop, chunk)
+        assert spectrum.shape == whole.shape
+        np.testing.assert_allclose(spectrum, whole, atol=1e-4, rtol=0)
+        assert motion.global_tempo(envelope, sr, hop, chunk) == pytest.approx(float(np.ravel(tempo)[0]))
+        np.testing.assert_array_equal(motion.audio_beats(audio, chunk_frames=chunk), beats)
+
+
+def test_audio_beats_of_silence_are_none() -> None:
+    from sadtalker.qc import motion
+
+    assert motion.audio_beats(np.zeros(32_000, np.float32)).size == 0
+
+
 def test_motion_metrics_on_constructed_coefficients():
     from sadtalker.qc import motion
     from sadtalker.qc.sync import speech_envelope
