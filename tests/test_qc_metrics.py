@@ -244,11 +244,26 @@ def test_qc_cli_json_and_exit_codes(media, capsys, tmp_path):
     capsys.readouterr()
 
 
+def test_frame_spill_reads_back_what_was_appended_and_refuses_other_shapes():
+    from sadtalker.qc.check import _FrameSpill
+
+    spill = _FrameSpill((4, 4, 3))
+    assert spill.array().shape == (0, 4, 4, 3)
+    frames = np.random.default_rng(0).integers(0, 256, (5, 4, 4, 3), dtype=np.uint8)
+    for frame in frames:
+        spill.append(frame)
+    np.testing.assert_array_equal(spill.array(), frames)
+    with pytest.raises(ValueError, match="expected a uint8"):
+        spill.append(np.zeros((4, 5, 3), np.uint8))
+    spill.close()
+
+
 def test_syncnet_hook(media):
     seen = {}
 
     def lse_metrics(face_frames, audio):
         seen["frames"], seen["audio"] = face_frames.shape, audio.shape
+        seen["kind"], seen["first"] = type(face_frames), np.array(face_frames[0])
         return {"lse_d": 7.0, "lse_c": 2.5, "offset_frames": -5}
 
     hook = types.SimpleNamespace(
@@ -256,10 +271,22 @@ def test_syncnet_hook(media):
     )
     qc = check_video(media.videos["shifted"], max_samples=2, syncnet=hook)
     assert seen["frames"][0] == FRAMES and seen["frames"][-1] == 3 and seen["audio"][0] >= FRAMES * 640 - 640
+    assert issubclass(seen["kind"], np.memmap)  # the loose crops wait on disk, not in memory
     assert qc.value("lse_d") == 7.0 and qc.metrics["lse_d"].verdict == "pass"
     assert qc.metrics["lse_c"].verdict == "fail"  # 2.5 < 3: out of sync
     assert "+5 frames" in qc.metrics["lse_c"].note  # syncnet_python's -5 in our sign convention
     assert qc.models["syncnet"] == "syncnet_v2.model"
+
+    from sadtalker.qc import syncnet
+
+    lazy = types.SimpleNamespace(
+        FaceCrops=syncnet.FaceCrops,
+        lse_metrics=lse_metrics,
+        find_syncnet_weights=lambda: ("/w/syncnet_v2.model", ""),
+    )
+    check_video(media.videos["shifted"], max_samples=2, syncnet=lazy)
+    assert seen["kind"] is syncnet.FaceCrops and seen["frames"] == (FRAMES, 224, 224, 3)
+    assert seen["first"].shape == (224, 224, 3) and seen["first"].dtype == np.uint8
 
     absent = types.SimpleNamespace(
         lse_metrics=lse_metrics, find_syncnet_weights=lambda: (None, "no weights: fetch")

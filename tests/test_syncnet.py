@@ -376,6 +376,47 @@ def test_lse_metrics_on_the_portrait_with_synthetic_weights(test_data, synthetic
     assert result["sha256"] == sha256_file(synthetic_file)
 
 
+def test_lazy_crops_of_a_memory_map_score_as_the_stacked_crops(tmp_path):
+    """FaceCrops (one crop at a time, from a memory map) are syncnet_crops' crops, and lse_metrics scores
+    them exactly as the stacked array, in any batch size."""
+    rng = np.random.default_rng(4)
+    frames, audio = 40, (rng.standard_normal(40 * 640) * 0.2).astype(np.float32)
+    video = rng.integers(0, 256, (frames, 96, 96, 3), dtype=np.uint8)
+    boxes = np.column_stack([20 + rng.uniform(-3, 3, frames), np.full(frames, 24.0), np.full(frames, 70.0)])
+    boxes = np.column_stack([boxes[:, 0], boxes[:, 1], boxes[:, 0] + 50, boxes[:, 2]])
+    mapped = np.memmap(tmp_path / "frames.u8", dtype=np.uint8, mode="w+", shape=video.shape)
+    mapped[:] = video
+    lazy = sn.FaceCrops(mapped, boxes)
+    stacked = sn.syncnet_crops(video, boxes)
+    assert lazy.shape == stacked.shape and len(lazy) == frames
+    np.testing.assert_array_equal(lazy[7], stacked[7])
+    np.testing.assert_array_equal(lazy[:], stacked)
+    net = (_EnvelopeNet(), "x")
+    expected = sn.lse_metrics(stacked, audio, net)
+    for batch in (1, 7, 20):
+        result = sn.lse_metrics(lazy, audio, net, batch_size=batch)
+        assert result["mean_dist"] == pytest.approx(expected["mean_dist"], abs=1e-6)
+        assert result["offset_frames"] == expected["offset_frames"]
+
+
+def test_lse_metrics_holds_one_batch_of_frames_not_the_clip():
+    """The float video (600 KB a frame at 224 px) is made per batch of windows: scoring 300 frames peaks
+    far below their 180 MB."""
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    frames = 300
+    crops = rng.integers(0, 256, (frames, 224, 224, 3), dtype=np.uint8)
+    audio = (rng.standard_normal(frames * 640) * 0.2).astype(np.float32)
+    tracemalloc.start()
+    try:
+        sn.lse_metrics(crops, audio, (_EnvelopeNet(), "x"), batch_size=20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 60e6, f"{peak / 1e6:.0f} MB"
+
+
 def test_too_short_clips_are_refused_clearly():
     with pytest.raises(ValueError, match="too short for SyncNet: 5 frames"):
         sn.lse_metrics(np.zeros((5, 8, 8, 3), np.uint8), np.zeros(16000, np.float32), (_EnvelopeNet(), "x"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -245,6 +246,34 @@ def _loose_crop(frame: np.ndarray, box) -> tuple[np.ndarray, tuple[float, float,
     return cv2.resize(crop, (SYNCNET_LOOSE, SYNCNET_LOOSE)), mapped
 
 
+class _FrameSpill:
+    """Equal-shaped uint8 frames appended to an unnamed temporary file (``$TMPDIR``), read back as one
+    memory-mapped ``(N, *shape)`` array: SyncNet needs every frame's face crop, 196 KB a frame at
+    :data:`SYNCNET_LOOSE`, 2.9 GB per 10 minutes, which would otherwise sit in memory until the clip ends.
+    The file disappears when closed (or collected)."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        self.shape = shape
+        self.count = 0
+        self._file = tempfile.TemporaryFile(prefix="sadtalker-qc-")  # noqa: SIM115 (closed by close())
+
+    def append(self, frame: np.ndarray) -> None:
+        if frame.shape != self.shape or frame.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 {self.shape} frame, got {frame.dtype} {frame.shape}")
+        self._file.write(np.ascontiguousarray(frame).data)
+        self.count += 1
+
+    def array(self) -> np.ndarray:
+        """The frames so far, ``(count, *shape)`` uint8 (a read-only memory map of the file)."""
+        if self.count == 0:
+            return np.empty((0, *self.shape), np.uint8)
+        self._file.flush()
+        return np.memmap(self._file, dtype=np.uint8, mode="r", shape=(self.count, *self.shape))
+
+    def close(self) -> None:
+        self._file.close()
+
+
 def _spread(count: int, k: int) -> np.ndarray:
     """Up to ``k`` indices evenly spread over ``range(count)`` (both ends included)."""
     if count <= 0 or k <= 0:
@@ -380,7 +409,7 @@ def check_video(
 
     checks = FrameChecks()
     tracker = MouthTracker(models, keep_boxes=hook is not None)
-    loose: list[np.ndarray] = []
+    loose = _FrameSpill((SYNCNET_LOOSE, SYNCNET_LOOSE, 3)) if hook is not None else None
     loose_boxes: list[tuple[float, float, float, float] | None] = []
     sampled = found = 0
     boxes: list[face_mod.Box] = []
@@ -418,7 +447,7 @@ def check_video(
             if index in strip_set:
                 strip.append(_thumb(frame))
         tracker.update(frame, detections if landmarker is None else None)
-        if hook is not None:  # SyncNet needs every frame's face: keep a small loose crop of each
+        if loose is not None:  # SyncNet needs every frame's face: keep a loose crop of each (on disk)
             crop, box = _loose_crop(frame, tracker.box)
             loose.append(crop)
             loose_boxes.append(box)
@@ -567,9 +596,11 @@ def check_video(
         )
         if hook is not None:
             models_info["syncnet"] = syncnet_name
-            _lse(record, hook, loose, loose_boxes, envelope_audio)
+            _lse(record, hook, loose.array(), loose_boxes, envelope_audio)
         else:
             record.skip(["lse_d", "lse_c"], syncnet_reason or "SyncNet not available")
+    if loose is not None:
+        loose.close()  # the crops' file is gone now (an error before this leaves it to the collector)
 
     # --- motion ---------------------------------------------------------------------------------------------
     if coeffs is None:
@@ -603,8 +634,10 @@ def check_video(
     )
 
 
-def _lse(record: _Record, hook, loose: list[np.ndarray], boxes: list, audio: np.ndarray) -> None:
-    """LSE-D / LSE-C from the SyncNet hook on the tracked face crops."""
+def _lse(record: _Record, hook, loose: np.ndarray, boxes: list, audio: np.ndarray) -> None:
+    """LSE-D / LSE-C from the SyncNet hook on the tracked face crops: ``loose`` ``(N, S, S, 3)`` (a memory
+    map); the hook's :class:`~sadtalker.qc.syncnet.FaceCrops` cuts SyncNet's crops from it one at a time
+    (else its ``syncnet_crops``, all at once; else the loose crops go as they are)."""
     tracked = [i for i, b in enumerate(boxes) if b is not None]
     if not tracked or len(tracked) < len(boxes) // 2:
         record.skip(["lse_d", "lse_c"], "the face was tracked in too few frames for SyncNet")
@@ -615,8 +648,8 @@ def _lse(record: _Record, hook, loose: list[np.ndarray], boxes: list, audio: np.
     ]
     filled = np.asarray([boxes[i] for i in nearest], dtype=np.float64)
     try:
-        crops_fn = getattr(hook, "syncnet_crops", None)
-        crops = crops_fn(np.stack(loose), filled) if crops_fn is not None else np.stack(loose)
+        crops_fn = getattr(hook, "FaceCrops", None) or getattr(hook, "syncnet_crops", None)
+        crops = crops_fn(loose, filled) if crops_fn is not None else loose
         result = hook.lse_metrics(crops, np.asarray(audio, dtype=np.float32))
     except Exception as exc:  # too short a clip, a weights problem: say so, do not fail QC on it
         log.warning("SyncNet: %s", exc)

@@ -313,13 +313,65 @@ def _resize(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
+class FaceCrops(Sequence):
+    """:func:`syncnet_crops`, cut on demand: ``crops[i]`` is frame ``i``'s ``(224, 224, 3)`` uint8 crop, made
+    when it is read, so a whole clip's crops are never held (150 KB a frame: 2.3 GB per 10 minutes).
+    ``frames`` may be a memory map. ``shape`` / ``dtype`` / ``ndim`` describe the stack it stands for.
+
+    Args: as :func:`syncnet_crops`. Reading a crop whose face box is empty raises ``ValueError``.
+    """
+
+    def __init__(
+        self,
+        frames: np.ndarray,
+        boxes: np.ndarray | Sequence[float],
+        crop_scale: float = 0.4,
+        smooth: int = 13,
+    ):
+        from scipy.ndimage import median_filter
+
+        frames = np.asarray(frames)  # a memory map stays one (no copy)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 (N, H, W, 3), got {frames.dtype} {frames.shape}")
+        boxes = np.asarray(boxes, dtype=np.float64)
+        boxes = np.broadcast_to(boxes, (len(frames), 4)) if boxes.ndim == 1 else boxes
+        if boxes.shape != (len(frames), 4):
+            raise ValueError(f"boxes must be (4,) or ({len(frames)}, 4), got {boxes.shape}")
+        half = np.maximum(boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]) / 2
+        cy = (boxes[:, 1] + boxes[:, 3]) / 2
+        cx = (boxes[:, 0] + boxes[:, 2]) / 2
+        size = min(smooth, len(frames) - (1 - len(frames) % 2))  # odd, at most the clip length
+        if size > 1:
+            half, cy, cx = (median_filter(v, size=size, mode="nearest") for v in (half, cy, cx))
+        self.frames, self.boxes, self.crop_scale = frames, boxes, crop_scale
+        self.half, self.cy, self.cx = half, cy, cx
+        self.shape = (len(frames), CROP_SIZE, CROP_SIZE, 3)
+        self.dtype, self.ndim = np.dtype(np.uint8), 4
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return np.stack([self[k] for k in range(*i.indices(len(self)))])
+        s, c = self.half[i], self.crop_scale
+        pad = int(s * (1 + 2 * c))
+        canvas = np.pad(self.frames[i], ((pad, pad), (pad, pad), (0, 0)), constant_values=110)
+        y, x = self.cy[i] + pad, self.cx[i] + pad
+        face = canvas[int(y - s) : int(y + s * (1 + 2 * c)), int(x - s * (1 + c)) : int(x + s * (1 + c))]
+        if face.size == 0:
+            raise ValueError(f"frame {i}: empty face box {self.boxes[i].tolist()}")
+        return _resize(face, CROP_SIZE)
+
+
 def syncnet_crops(
     frames: np.ndarray,
     boxes: np.ndarray | Sequence[float],
     crop_scale: float = 0.4,
     smooth: int = 13,
 ) -> np.ndarray:
-    """Face crops ``(N, 224, 224, 3)`` uint8 cut as syncnet_python's ``run_pipeline.py`` cuts them.
+    """Face crops ``(N, 224, 224, 3)`` uint8 cut as syncnet_python's ``run_pipeline.py`` cuts them
+    (all at once; :class:`FaceCrops` cuts them one at a time, for long clips).
 
     Args:
         frames: ``(N, H, W, 3)`` uint8 (any channel order; it is kept).
@@ -332,35 +384,8 @@ def syncnet_crops(
     Each crop is the square ``[cy - s, cy + s(1 + 2c)] x [cx - s(1 + c), cx + s(1 + c)]``, ``s`` half the
     longer box side, ``c`` = crop_scale, on the frame padded with grey 110, resized to 224 (bilinear).
     """
-    from scipy.ndimage import median_filter
-
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 (N, H, W, 3), got {frames.dtype} {frames.shape}")
-    boxes = np.asarray(boxes, dtype=np.float64)
-    boxes = np.broadcast_to(boxes, (len(frames), 4)) if boxes.ndim == 1 else boxes
-    if boxes.shape != (len(frames), 4):
-        raise ValueError(f"boxes must be (4,) or ({len(frames)}, 4), got {boxes.shape}")
-    half = np.maximum(boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]) / 2
-    cy = (boxes[:, 1] + boxes[:, 3]) / 2
-    cx = (boxes[:, 0] + boxes[:, 2]) / 2
-    size = min(smooth, len(frames) - (1 - len(frames) % 2))  # odd, at most the clip length
-    if size > 1:
-        half, cy, cx = (median_filter(v, size=size, mode="nearest") for v in (half, cy, cx))
-    out = np.empty((len(frames), CROP_SIZE, CROP_SIZE, 3), np.uint8)
-    for i, frame in enumerate(frames):
-        s = half[i]
-        pad = int(s * (1 + 2 * crop_scale))
-        canvas = np.pad(frame, ((pad, pad), (pad, pad), (0, 0)), constant_values=110)
-        y, x = cy[i] + pad, cx[i] + pad
-        face = canvas[
-            int(y - s) : int(y + s * (1 + 2 * crop_scale)),
-            int(x - s * (1 + crop_scale)) : int(x + s * (1 + crop_scale)),
-        ]
-        if face.size == 0:
-            raise ValueError(f"frame {i}: empty face box {boxes[i].tolist()}")
-        out[i] = _resize(face, CROP_SIZE)
-    return out
+    crops = FaceCrops(frames, boxes, crop_scale, smooth)
+    return crops[:] if len(crops) else np.empty(crops.shape, np.uint8)
 
 
 # ------------------------------------------------------------------------------------------------ scores
@@ -436,7 +461,7 @@ def lse_metrics(
         ValueError: bad shapes, or fewer than 6 frames with audio (no window to score).
         WeightsError: no weights found / a file that does not load.
     """
-    frames = np.asarray(face_frames)
+    frames = face_frames if isinstance(face_frames, FaceCrops) else np.asarray(face_frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"face_frames must be uint8 (N, H, W, 3), got {frames.dtype} {frames.shape}")
     pcm = to_pcm16(audio)
@@ -453,15 +478,19 @@ def lse_metrics(
         raise ValueError(f"the network is on {next(model.parameters()).device}, not on {run_on}")
 
     coeffs = torch.from_numpy(mfcc(pcm).T.astype(np.float32))  # (13, steps)
-    # (3, L, 224, 224) BGR 0..255 float, the layout the official tensor has
-    video = torch.from_numpy(
-        np.stack([_resize(f, CROP_SIZE)[:, :, ::-1] for f in frames[:length]]).astype(np.float32)
-    ).permute(3, 0, 1, 2)
+
+    def video(first: int, stop: int) -> torch.Tensor:
+        """Frames first..stop-1 as ``(3, n, 224, 224)`` BGR 0..255 float, the official tensor's layout; a
+        batch's frames only (the whole clip's would be 600 KB a frame: 9 GB per 10 minutes)."""
+        frames_bgr = [_resize(frames[k], CROP_SIZE)[:, :, ::-1] for k in range(first, stop)]
+        return torch.from_numpy(np.stack(frames_bgr).astype(np.float32)).permute(3, 0, 1, 2)
+
     lip_out, aud_out = [], []
     with torch.inference_mode():
         for start in range(0, windows, batch_size):
             idx = range(start, min(windows, start + batch_size))
-            lips = torch.stack([video[:, v : v + WINDOW_FRAMES] for v in idx])
+            clip = video(start, idx[-1] + WINDOW_FRAMES)  # the batch's windows' frames
+            lips = torch.stack([clip[:, v - start : v - start + WINDOW_FRAMES] for v in idx])
             auds = torch.stack(
                 [coeffs[:, v * MFCC_PER_FRAME : v * MFCC_PER_FRAME + MFCC_WINDOW] for v in idx]
             ).unsqueeze(1)
