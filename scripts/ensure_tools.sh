@@ -5,6 +5,7 @@
 #     sadtalker.video finds it on its own), which has no ffprobe, so probing parses `ffmpeg -i` instead.
 #   chromium: headless browser for the QC report test (tests/test_report.py), else that test skips.
 #   tcmalloc: the faster malloc a CPU worker preloads (README, "CPU workers"), else glibc's malloc.
+#   g++: inductor's compiler for `--compile` on a CPU (README), else that option stops with a clear error.
 set -u
 
 # ensure PACKAGE FALLBACK-MESSAGE COMMAND...: done when every COMMAND is on PATH, else install PACKAGE.
@@ -38,5 +39,6 @@ ensure ffmpeg "using the ffmpeg binary bundled with imageio-ffmpeg" ffmpeg ffpro
 # Debian names the browser chromium, Ubuntu's snapless images chromium-browser: either will do.
 command -v chromium-browser >/dev/null 2>&1 ||
   ensure chromium "the report's browser test will be skipped" chromium
+ensure g++ "--compile on the CPU is unavailable (it says so), its test skips" g++
 ensure_library libtcmalloc-minimal4 "CPU workers run on glibc's malloc" libtcmalloc_minimal.so.4
 exit 0

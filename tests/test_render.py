@@ -643,6 +643,17 @@ def test_cpu_frames_go_through_one_at_a_time(monkeypatch: pytest.MonkeyPatch) ->
     torch.testing.assert_close(per_frame_sources, batched, atol=1e-4, rtol=0)
 
 
+def _cxx_compiler() -> bool:
+    from torch._inductor import cpp_builder
+
+    try:
+        cpp_builder.get_cpp_compiler()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _cxx_compiler(), reason="no C++ compiler: torch.compile cannot build CPU kernels")
 def test_compiled_frames_match_eager() -> None:
     """compile_frames: the inductor-compiled pass (freezing: prepacked weights, fused post-ops) renders the
     eager frames within float rounding, through forward_from_features, also when the batch size changes
