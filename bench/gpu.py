@@ -16,8 +16,10 @@ Refuses to start, with exit status 2 and the reason, when torch sees no CUDA dev
 4. ``encode``: the streaming encoder alone (libx264 + AAC, :func:`bench.stages._encode`) on ``frames``
    moving frames at 256 and 512 (frames/s: what the encoder can take), and ``render_stage``: the real
    render stage (:func:`sadtalker.pipeline.render_video`, the generator on every frame, the encode in the
-   loop) of a ``seconds`` clip at each size in float16 at batch 16: its frames/s against the generator's
-   own (timed inside the same run): the encode keeps up when the two are close.
+   loop) of a ``seconds`` clip at each size in float16 at batch 16, and in ``full`` mode (paste-back into
+   a 768 x 1024 photo) at the first size: its frames/s against the generator's own (timed inside the same
+   run): the encode and paste-back keep up when the two are close (the next batch renders while this one
+   is post-processed).
 5. ``compiled``: the renderer through ``torch.compile`` (the ``--compile`` render option) at each size in
    ``compile_dtype`` (float16) at batch ``compile_batch`` (16): its first batch (the compile) apart, then
    frames/s beside the eager row of the same size, dtype and batch (``render``). Last, so that a slow
@@ -45,6 +47,7 @@ from bench.common import (
     speech_wav,
     sync,
     weights_record,
+    wide_photo,
 )
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -109,19 +112,30 @@ def psnr(models, size: int, device: str, dtypes, frames: int, batch: int = 8) ->
     return result
 
 
-def render_stage(models, size: int, device: str, dtype: str, batch: int, seconds: float, tmp: Path):
-    """The real render stage of a ``seconds`` clip (generator on every frame, streaming encode)."""
+def render_stage(
+    models,
+    size: int,
+    device: str,
+    dtype: str,
+    batch: int,
+    seconds: float,
+    tmp: Path,
+    preprocess: str = "crop",
+):
+    """The real render stage of a ``seconds`` clip (generator on every frame, streaming encode; in ``full``
+    mode the paste-back into a 768 x 1024 photo too)."""
     p = pipeline()
-    options = render_options(size=size, preprocess="crop", batch_size=batch, device=device, dtype=dtype)
+    options = render_options(size=size, preprocess=preprocess, batch_size=batch, device=device, dtype=dtype)
     wav = speech_wav(tmp / "speech.wav", seconds)
-    face = p.extract_face(PORTRAIT, options, models)
+    photo = wide_photo(tmp / "photo.png") if preprocess == "full" else PORTRAIT
+    face = p.extract_face(photo, options, models)
     coeffs = p.audio_to_coefficients(wav, face, options, models)
-    animator = models.animator(size, "crop", device, dtype)
+    animator = models.animator(size, preprocess, device, dtype)
     batches = math.ceil(coeffs.num_frames / batch)
     timed = GeneratorStandIn(animator, batches, tuple(range(batches)))
     try:
         start = time.perf_counter()
-        video = p.render_video(face, coeffs, PORTRAIT, wav, tmp / f"clip{size}.mp4", options, models)
+        video = p.render_video(face, coeffs, photo, wav, tmp / f"clip{size}.mp4", options, models)
         sync(device)
         wall = time.perf_counter() - start
     finally:
@@ -129,6 +143,7 @@ def render_stage(models, size: int, device: str, dtype: str, batch: int, seconds
     frames = video.num_frames
     return {
         "size": size,
+        "preprocess": preprocess,
         "dtype": dtype,
         "batch_size": batch,
         "frames": frames,
@@ -211,7 +226,8 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     def stages():
         dtype = params.get("stage_dtype", "float16" if "float16" in dtypes else dtypes[0])
         batch, seconds = int(params.get("stage_batch", 16)), float(params.get("stage_seconds", 10.0))
-        return [render_stage(models, size, device, dtype, batch, seconds, tmp) for size in sizes]
+        rows = [render_stage(models, size, device, dtype, batch, seconds, tmp) for size in sizes]
+        return rows + [render_stage(models, sizes[0], device, dtype, batch, seconds, tmp, "full")]
 
     def compiled():
         dtype = params.get("compile_dtype", "float16" if "float16" in dtypes else dtypes[0])

@@ -425,7 +425,8 @@ def gpu_targets(suite: dict[str, Any]) -> list[dict[str, Any]]:
         keep = row["render_stage_fps"] / row["generator_fps"]
         out.append(
             _target(
-                f"render stage (with encode) / generator frames/s, {row['size']} px",
+                f"render stage (with encode) / generator frames/s, {row['size']} px "
+                f"{row.get('preprocess', 'crop')}",
                 keep,
                 "about 1 (encode keeps up)",
                 None,
@@ -676,7 +677,8 @@ def markdown(record: dict[str, Any]) -> str:
         rows = [[size, v["fps"]] for size, v in suite.get("encode", {}).items()]
         rows += [
             [
-                f"render stage {r['size']} px {r['dtype']} (generator {_f(r['generator_fps'])} frames/s)",
+                f"render stage {r['size']} px {r.get('preprocess', 'crop')} {r['dtype']} "
+                f"(generator {_f(r['generator_fps'])} frames/s)",
                 r["render_stage_fps"],
             ]
             for r in suite.get("render_stage", [])

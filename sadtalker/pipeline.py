@@ -178,7 +178,9 @@ def render_video(
     ``enhancer``: an optional extra :class:`sadtalker.video.FrameEnhancer` applied to each final frame.
 
     Frames are rendered ``options.batch_size`` at a time and streamed straight into ffmpeg, so memory does
-    not grow with the clip's length. The file appears at ``out_path`` only when complete (temp + rename).
+    not grow with the clip's length. On a CUDA device the next batch renders while this one is post-processed
+    (:class:`sadtalker.prefetch.Prefetch`); full-mode paste-back blends a batch's frames in parallel threads.
+    The file appears at ``out_path`` only when complete (temp + rename).
     In ``full``/``extfull`` modes each frame is pasted back into the original photo.
 
     Inside a stage deadline (``sadtalker.timeouts``) the deadline is checked between batches and bounds the
@@ -186,6 +188,7 @@ def render_video(
     """
     from sadtalker.enhance import enhance_frames
     from sadtalker.face.image import load_image
+    from sadtalker.prefetch import Prefetch
     from sadtalker.qc import FrameStats
     from sadtalker.video import PasteBack, VideoWriter
     from sadtalker.video.postprocess import output_size, resize_frames
@@ -212,10 +215,14 @@ def render_video(
 
         bar = tqdm(total=frames, unit="frame", desc=Path(out_path).name)
     synthetic = models.weights(options.size, options.preprocess).synthetic
+    # On CUDA the GPU renders the next batch while this one is pasted and encoded (a thread, stopped and
+    # joined on any exit); on a CPU the renderer already uses every core.
+    ahead = Prefetch if animator.device.type == "cuda" else contextlib.nullcontext
     start = time.perf_counter()
     with (
         _renderer(),
         VideoWriter(out_path, audio=audio_path, num_frames=frames) as writer,
+        ahead(rendered) as rendered,
         # closed on any exit: the engine drops the clip's source state, also when the render stops early
         contextlib.closing(
             within_deadline(rendered, lambda: f"stopped after {writer.frames_written} of {frames} frames")
@@ -227,7 +234,7 @@ def render_video(
                     images = enhance_frames(images, face_enhancer, options.device)
                 images = resize_frames(images, width, height)  # (B, h, S, 3)
                 if paste is not None:
-                    images = np.stack([paste(image) for image in images])
+                    images = paste.many(images)  # the batch's frames blended in parallel threads
                 if enhancer is not None:
                     images = np.stack([enhancer(image) for image in images])
                 stats.update(images)

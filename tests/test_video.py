@@ -302,8 +302,8 @@ def background(width: int = 200, height: int = 160) -> np.ndarray:
     return np.stack([x * 255 // width, y * 255 // height, (x + y) % 97 + 80], -1).astype(np.uint8)
 
 
-def textured(size: int = 64) -> np.ndarray:
-    rng = np.random.default_rng(0)
+def textured(size: int = 64, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
     return cv2.GaussianBlur(rng.integers(0, 255, (size, size, 3), dtype=np.uint8), (5, 5), 1.5)
 
 
@@ -356,6 +356,22 @@ def test_paste_box_in_downscaled_space() -> None:
     bg = background(200, 160)
     paste = PasteBack(bg, (30, 20, 62, 52), box_space=(100, 80))  # box found on a half-size image
     assert paste.box == (60, 40, 124, 104)
+
+
+def test_paste_many_blends_a_batch_as_one_frame_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PasteBack.many: the batch's frames blended in parallel threads are those of one at a time, in
+    order; with one thread (a 1-core host) it blends them in this thread."""
+    from sadtalker.video import paste as paste_module
+
+    bg = background()
+    paste = PasteBack(bg, (40, 30, 140, 130))
+    frames = np.stack([textured(64, seed=k) for k in range(5)])
+    expected = np.stack([paste(frame) for frame in frames])
+    monkeypatch.setattr(paste_module, "PASTE_THREADS", 3)
+    np.testing.assert_array_equal(paste.many(frames), expected)
+    monkeypatch.setattr(paste_module, "PASTE_THREADS", 1)
+    np.testing.assert_array_equal(paste.many(frames), expected)
+    assert paste.many(frames[:1]).shape == (1, *bg.shape)
 
 
 # -- post-processing (official AnimateFromCoeff.generate) ------------------------------------------------

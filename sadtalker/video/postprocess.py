@@ -6,7 +6,7 @@ Pure functions over numpy arrays; no I/O. Order in a pipeline (:func:`sadtalker.
 
     for frames in animator.frames(face, coeffs, options, stats):   # (N, S, S, 3) uint8 RGB (render engine)
         frames = resize_frames(frames, *output_size(S, (r_w, r_h)))
-        frames = [paste(f) for f in frames]          # full / extfull modes only (paste.PasteBack)
+        frames = paste.many(frames)                  # full / extfull modes only (paste.PasteBack)
         frames = [enhancer(f) for f in frames]       # optional FrameEnhancer; may change the size
         writer.write(frames)                         # encode.VideoWriter
 """

@@ -188,8 +188,15 @@ class SlowAnimator(FaceAnimator):
 
     coeff_nc = 70
 
-    def __init__(self, delay: float):
+    def __init__(self, delay: float, device: str = "cpu"):
+        import torch
+
         self.delay, self.batches, self.cleared = delay, 0, False
+        self._device = torch.device(device)  # "cuda": render_video prefetches (the batches stay on the CPU)
+
+    @property
+    def device(self) -> Any:
+        return self._device
 
     def set_source(self, image: Any, semantics: Any) -> None:
         pass
@@ -234,12 +241,16 @@ def _stub_models(animator: SlowAnimator) -> Any:
     )
 
 
-def test_render_stops_at_the_first_batch_past_its_frame_scaled_deadline(tmp_path: Path) -> None:
+@pytest.mark.parametrize("device", ["cpu", "cuda"], ids=["in-line", "prefetched"])
+def test_render_stops_at_the_first_batch_past_its_frame_scaled_deadline(tmp_path: Path, device: str) -> None:
+    """Also with the CUDA path's prefetching thread (a stand-in engine that claims CUDA): the render stops
+    at a batch boundary, the thread is stopped and joined, and the engine's source is cleared."""
     from sadtalker.options import RenderOptions
     from sadtalker.pipeline import render_video
 
     face, coeffs, photo, speech = _render_inputs(tmp_path, frames=20)
-    animator = SlowAnimator(delay=0.3)  # 10 batches of 2: 3 s
+    animator = SlowAnimator(delay=0.3, device=device)  # 10 batches of 2: 3 s
+    threads = set(threading.enumerate())
     limits = StageTimeouts(render_base_s=0.5, render_per_frame_s=0.05)  # 0.5 + 20 x 0.05 = 1.5 s
     out = tmp_path / "out" / "clip.mp4"
     before = _children()
@@ -258,6 +269,7 @@ def test_render_stops_at_the_first_batch_past_its_frame_scaled_deadline(tmp_path
     assert 1 <= animator.batches < 10 and seconds < 10  # stopped at a batch boundary, not at the end
     assert animator.cleared and list(out.parent.iterdir()) == []  # no video, no temporary
     assert not _children() - before  # the encoder was killed and reaped
+    assert not [t for t in set(threading.enumerate()) - threads if t.name == "prefetch"]
 
 
 def test_waiting_for_the_renderer_does_not_count(tmp_path: Path) -> None:
