@@ -575,6 +575,11 @@ def markdown(record: dict[str, Any]) -> str:
                 "s/frame",
             ],
             ["paste-back", stages["paste_back_s_per_frame"], "s/frame"],
+            [
+                f"paste-back, batches in {stages.get('paste_threads')} threads",
+                stages.get("paste_back_batched_s_per_frame"),
+                "s/frame",
+            ],
             *[
                 [f"encode {v['width']}x{v['height']}", v["s_per_frame"], f"s/frame ({_f(v['fps'])} frames/s)"]
                 for v in e.values()
