@@ -198,7 +198,11 @@ def render_command(
     print(f"weights: {models.weights_label(options.size, options.preprocess)} (policy {checked.policy})")
     record = qc_record_path(result.path)
     _write_json_atomic(record, result.qc)
-    print(f"{result.seconds_per_frame:.2f} s/frame; QC {result.qc['verdict'].upper()} (record: {record})")
+    renderer = f"{options.device} {options.dtype}" + (", torch.compile" if options.compile else "")
+    print(
+        f"{result.seconds_per_frame:.2f} s/frame ({renderer}); QC {result.qc['verdict'].upper()} "
+        f"(record: {record})"
+    )
     for problem in result.qc["problems"]:
         print(f"  QC: {problem}")
     if result.synthetic_weights:

@@ -111,7 +111,9 @@ def test_cli_full_mode_pastes_back_into_the_photo(tmp_path, test_data, speech_pr
     assert record["metrics"]["frames"]["value"] == 2 and record["metrics"]["frame_count_error"]["value"] == 0
     assert record["metrics"]["nonfinite_frames"]["verdict"] == "pass"
     assert record["metrics"]["identity_similarity"]["verdict"] in ("not_meaningful", "skipped")
-    assert f"QC {record['verdict'].upper()}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"QC {record['verdict'].upper()}" in printed
+    assert "s/frame (cpu float32); QC" in printed  # what rendered it (", torch.compile" when compiled)
 
 
 def test_cli_reports_bad_input(tmp_path, test_data, capsys):
