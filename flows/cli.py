@@ -232,6 +232,13 @@ def submit_command(
         str | None, typer.Option(help="Shared stage cache prefix (default: OUTPUT/cache).")
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda (default: the deployment's).")] = None,
+    compile: Annotated[
+        bool | None,
+        typer.Option(
+            "--compile/--no-compile",
+            help=RenderOptions.model_fields["compile"].description + " Default: the deployment's.",
+        ),
+    ] = None,
     weights: Annotated[
         WeightsPolicy | None,
         typer.Option(
@@ -265,6 +272,7 @@ def submit_command(
             batch_id=batch_id,
             cache=cache,
             device=device,
+            compile=compile,
             weights=weights,
             qc_thresholds=_thresholds(qc_threshold),
             allowed_prefixes=_allowed_prefixes(allow_prefix, allow_any_path),

@@ -58,6 +58,7 @@ def submit(
     batch_id: str | None = None,
     cache: str | None = None,
     device: str | None = None,
+    compile: bool | None = None,
     weights: str | None = None,
     qc_thresholds: dict[str, dict[str, float]] | None = None,
     allowed_prefixes: list[str] | None = None,
@@ -112,6 +113,8 @@ def submit(
     ):
         if value:
             parameters[name] = value
+    if compile is not None:  # False is a choice too (a deployment that compiles, for this run not)
+        parameters["compile"] = compile
 
     from prefect.deployments import run_deployment
 

@@ -256,7 +256,10 @@ def test_submit_validates_locally_runs_the_deployment_and_waits_for_the_report(
     frame.to_parquet(bad)
 
     def runs() -> int:
-        return len(httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10).json())
+        """Runs of this test's manifests (the deployment's nightly schedule adds runs of its own at any
+        moment after the deploy: the server's scheduler service)."""
+        found = httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10).json()
+        return sum(str(tmp_path) in str(run.get("parameters")) for run in found)
 
     def cli(*args: str) -> subprocess.Popen:
         return subprocess.Popen(
@@ -296,6 +299,7 @@ def test_submit_validates_locally_runs_the_deployment_and_waits_for_the_report(
         "200",
         "--timeout",
         "qc_s=900",
+        "--compile",
     )
     deadline = time.monotonic() + 60
     while runs() == before and time.monotonic() < deadline:
@@ -312,3 +316,4 @@ def test_submit_validates_locally_runs_the_deployment_and_waits_for_the_report(
         r for r in httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10).json() if "tonight" in str(r)
     ]
     assert sent["parameters"]["timeouts"] == {"qc_s": 900.0}  # `submit --timeout NAME=S` reaches the run
+    assert sent["parameters"]["compile"] is True  # and `--compile`
