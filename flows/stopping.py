@@ -8,9 +8,10 @@ rows and runs the rest (``flows.journal``).
 - **Signals.** While the row loop runs in the main thread (the CLI, a flow run started by a worker), the
   first SIGTERM or SIGINT asks for a graceful stop; while stopping, each row that ends is journaled at
   once. A second one ends the process at once by the signal's default action (the rows in flight are
-  lost; their finished stages are reused by the rerun). A cancellation that Prefect's runner drives (its
-  control channel says so before it signals) goes to Prefect's own handler at once: Cancel in the UI
-  means now.
+  lost; their finished stages are reused by the rerun), after sending SIGTERM to the process's children
+  (the ephemeral Prefect server, encoders, Dask processes), which would otherwise outlive it. A
+  cancellation that Prefect's runner drives (its control channel says so before it signals) goes to
+  Prefect's own handler at once: Cancel in the UI means now.
 - **Storage breaker.** :meth:`BatchStopper.row_ended` counts rows that failed in a row with a transient
   fault after their retries (connection refused, timeouts, a full disk); at ``limit`` the batch stops,
   instead of sending every remaining row through the same retries.
@@ -19,6 +20,7 @@ rows and runs the rest (``flows.journal``).
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import signal
 import threading
@@ -85,6 +87,7 @@ class BatchStopper:
             # The second signal: end the process now, by the signal's default action. Not by raising: the
             # task runner's exit, and the interpreter's, would wait for the rows in flight (a hung row
             # forever). While stopping, the flow journals each row as it ends, so nothing finished is lost.
+            _terminate_children()
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
@@ -114,3 +117,20 @@ class BatchStopper:
             for s in _SIGNALS:
                 if signal.getsignal(s) is handlers[s]:  # not already handed back by a second signal
                     signal.signal(s, previous[s] if previous[s] is not None else signal.SIG_DFL)
+
+
+def _child_pids() -> list[int]:
+    """This process's child processes (Linux: ``/proc/<pid>/task/*/children``; elsewhere none)."""
+    pids: set[int] = set()
+    for path in glob.glob(f"/proc/{os.getpid()}/task/*/children"):
+        with contextlib.suppress(OSError, ValueError), open(path) as handle:
+            pids.update(int(pid) for pid in handle.read().split())
+    return sorted(pids)
+
+
+def _terminate_children() -> None:
+    """SIGTERM to each child process. A process that ends by a signal's default action does not stop its
+    children: the ephemeral Prefect server (about 250 MB) would run on, orphaned, after every hard stop."""
+    for pid in _child_pids():
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)

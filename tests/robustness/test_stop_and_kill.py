@@ -47,6 +47,20 @@ def wait_for(check: Callable[[], bool], proc: subprocess.Popen[bytes], seconds: 
     raise AssertionError(f"never saw {what} (exit {proc.poll()})")
 
 
+def _group(pgid: int) -> list[str]:
+    """Command lines of the live processes in process group ``pgid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":  # state, ppid, pgrp; zombies have ended
+            found.append(cmdline)
+    return found
+
+
 def calls(tmp_path: Path, function: str) -> list[str]:
     log = tmp_path / "calls.log"
     lines = log.read_text().splitlines() if log.exists() else []
@@ -119,6 +133,14 @@ def test_a_second_sigterm_stops_at_once_and_keeps_the_finished_rows(tmp_path: Pa
     assert code != 0, log[-3000:]
     journal = journaled(out)
     assert list(journal.index) == ["a"] and journal.loc["a", "status"] == "succeeded", log[-3000:]
+    # Nothing of the run outlives it (its ephemeral Prefect server was orphaned before, ~250 MB each time).
+    deadline = time.monotonic() + 20
+    while _group(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = _group(proc.pid)
+    if left:
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert not left, left
 
 
 def test_the_breaker_stops_the_batch_when_storage_stays_down(
