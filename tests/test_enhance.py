@@ -336,6 +336,12 @@ class _FakeAnimator(FaceAnimator):
     def __init__(self):
         pass
 
+    @property
+    def device(self):  # the CPU: render_video post-processes in line (no prefetch thread)
+        import torch
+
+        return torch.device("cpu")
+
     def set_source(self, image, semantics):
         pass
 
