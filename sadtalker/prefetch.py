@@ -43,8 +43,9 @@ class Prefetch(Generic[T]):
         self._stop = threading.Event()
         self._finished = False
         context = contextvars.copy_context()
-        self._thread = threading.Thread(target=context.run, args=(self._produce,), daemon=True)
-        self._thread.name = "prefetch"
+        self._thread = threading.Thread(
+            target=context.run, args=(self._produce,), name="prefetch", daemon=True
+        )
         self._thread.start()
 
     def _put(self, item: object) -> bool:

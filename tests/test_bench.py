@@ -111,24 +111,15 @@ def test_quick_run_of_every_section(tmp_path: Path):
 def test_operator_split_of_a_generator_batch(compile: bool):
     """bench/render.op_split: the convolutions' share and in-place rate, the heaviest other operators;
     compiled, inductor's fused oneDNN convolutions count as convolutions."""
-    from test_render import TINY_GEN, TINY_KP, TINY_MAP, _cxx_compiler, _synthetic
+    from test_render import NO_CXX, NO_CXX_REASON, tiny_engine
 
-    if compile and not _cxx_compiler():
-        pytest.skip("no C++ compiler: torch.compile cannot build CPU kernels")
+    if compile and NO_CXX is not None:
+        pytest.skip(NO_CXX_REASON)
 
     from bench.common import set_random_source
     from bench.render import op_split
-    from sadtalker.render.animate import FaceAnimator
-    from sadtalker.render.generator import OcclusionAwareSPADEGenerator
-    from sadtalker.render.keypoint_detector import KPDetector
-    from sadtalker.render.mapping import MappingNet
 
-    animator = FaceAnimator(
-        _synthetic(lambda: KPDetector(TINY_KP), "kp_extractor."),
-        _synthetic(lambda: OcclusionAwareSPADEGenerator(TINY_GEN), "generator."),
-        _synthetic(lambda: MappingNet(TINY_MAP), "mapping/"),
-        compile=compile,
-    )
+    animator = tiny_engine(compile)
     windows = set_random_source(animator, 64)
     ops = op_split(animator, windows, batch=2, flops_per_frame=1.0)
     assert ops["batch_size"] == 2 and ops["profiled_s"] > 0
@@ -144,19 +135,11 @@ def test_generator_stand_in_runs_the_real_batches_and_fakes_the_rest():
     generator (and the engine's pass function), the others return the shifted source image; remove()
     restores the engine."""
     import torch
-    from test_render import TINY_GEN, TINY_KP, TINY_MAP, _synthetic
+    from test_render import tiny_engine
 
     from bench.common import GeneratorStandIn, set_random_source
-    from sadtalker.render.animate import FaceAnimator
-    from sadtalker.render.generator import OcclusionAwareSPADEGenerator
-    from sadtalker.render.keypoint_detector import KPDetector
-    from sadtalker.render.mapping import MappingNet
 
-    animator = FaceAnimator(
-        _synthetic(lambda: KPDetector(TINY_KP), "kp_extractor."),
-        _synthetic(lambda: OcclusionAwareSPADEGenerator(TINY_GEN), "generator."),
-        _synthetic(lambda: MappingNet(TINY_MAP), "mapping/"),
-    )
+    animator = tiny_engine()
     passes = []
     animator.frames_fn = lambda f, s, d: passes.append(len(d)) or animator.generator.render_frames(f, s, d)
     stand_in = GeneratorStandIn(animator, total=3, real=(-1,))

@@ -45,6 +45,17 @@ FramesFn = Callable[["SourceFeatures", torch.Tensor, torch.Tensor], torch.Tensor
 (:meth:`OcclusionAwareSPADEGenerator.render_frames`, or its compiled form: :func:`compile_frames`)."""
 
 
+def cpp_compiler_problem() -> str | None:
+    """Why inductor cannot build CPU kernels on this machine (no usable C++ compiler), or None."""
+    from torch._inductor import cpp_builder
+
+    try:
+        cpp_builder.get_cpp_compiler()
+    except Exception as error:  # inductor raises its own types here (InvalidCxxCompiler, ...)
+        return str(error) or type(error).__name__
+    return None
+
+
 def compile_frames(generator: OcclusionAwareSPADEGenerator, device: torch.device) -> FramesFn:
     """``torch.compile`` of ``generator.render_frames`` (inductor, with freezing: parameters become
     constants, so on the CPU the convolutions take oneDNN's prepacked weights and fused post-ops).
@@ -57,16 +68,12 @@ def compile_frames(generator: OcclusionAwareSPADEGenerator, device: torch.device
     Raises:
         CompilerMissingError: ``device`` is the CPU and no C++ compiler is found (inductor generates C++).
     """
-    if device.type == "cpu":
-        from torch._inductor import cpp_builder
-
-        try:
-            cpp_builder.get_cpp_compiler()
-        except Exception as error:  # inductor raises its own types here (InvalidCxxCompiler, ...)
-            raise CompilerMissingError(
-                "--compile on the CPU needs a C++ compiler (install g++, or set CXX), or render without "
-                f"--compile: {error}"
-            ) from error
+    problem = cpp_compiler_problem() if device.type == "cpu" else None
+    if problem is not None:
+        raise CompilerMissingError(
+            "--compile on the CPU needs a C++ compiler (install g++, or set CXX), or render without "
+            f"--compile: {problem}"
+        )
     return torch.compile(generator.render_frames, options={"freezing": True})
 
 

@@ -21,9 +21,9 @@ rectangle ``(clx, cly, crx, cry)``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -35,16 +35,10 @@ PASTE_THREADS = max(1, min(8, os.cpu_count() or 1))
 """Frames of a batch blended at once (OpenCV's Poisson blend releases the GIL): one frame takes about
 10 ms on a 768 x 1024 photo, so at a GPU renderer's 200 frames/s one thread would halve the throughput."""
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
 
-
+@functools.lru_cache(maxsize=1)
 def _paste_pool() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(PASTE_THREADS, thread_name_prefix="paste-back")
-        return _pool
+    return ThreadPoolExecutor(PASTE_THREADS, thread_name_prefix="paste-back")
 
 
 Box = tuple[int, int, int, int]

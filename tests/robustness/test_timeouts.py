@@ -76,14 +76,9 @@ def assert_all_gone(pid_file: Path, within: float = 5.0) -> None:
 
 
 def _children() -> set[int]:
-    found: set[int] = set()
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        try:
-            with open(task / "children") as f:
-                found.update(int(p) for p in f.read().split())
-        except FileNotFoundError:  # that thread ended between the listing and the read
-            continue
-    return found
+    from flows.stopping import _child_pids  # the listing a second stop signal terminates
+
+    return set(_child_pids())
 
 
 @pytest.fixture
